@@ -1,0 +1,161 @@
+"""`EMPConfig`: `TrainingArguments` plus the options of dynamic data pruning."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .strategies import STRATEGIES, PruningOptions
+from .strategies.emp import EMP_SELECTIONS
+
+DEFAULT_PRUNE_RATIO = 0.5
+INDEX_COLUMN = "emp_row_index"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class EMPConfig(TrainingArguments):
+    """[`~transformers.TrainingArguments`] for [`EMPTrainer`]: every Trainer option, plus data pruning.
+
+    Each epoch trains on a subset of the training rows chosen by `pruning_method` from per-example
+    statistics (loss, predictive entropy, visit frequency) collected during training. Every field is also a
+    command-line flag through [`~transformers.HfArgumentParser`]. See `docs/methods.md` for the methods.
+    """
+
+    pruning_method: str = field(
+        default="emp",
+        metadata={
+            "help": "How each epoch's subset is chosen: 'emp', 'infobatch', 'ucb', 'epsilon_greedy', 'random', "
+            "or 'none' (train on all rows, track statistics only).",
+            "choices": sorted(STRATEGIES),
+        },
+    )
+    prune_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of the training rows a pruned epoch skips, in [0, 1). Default: "
+            f"{DEFAULT_PRUNE_RATIO} for pruning methods, 0 for 'none'. For 'infobatch' it is the share of the "
+            "below-mean rows pruned (see infobatch_match_budget)."
+        },
+    )
+    pruning_warmup_epochs: int = field(
+        default=1, metadata={"help": "Epochs at the start that train on all rows, so every row has a score."}
+    )
+    pruning_anneal_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of the epochs at the end that train on all rows with weight 1, in [0, 1). "
+            "Default: 0.125 for 'infobatch' (its delta = 0.875), 0 otherwise."
+        },
+    )
+    memory_weight: float = field(
+        default=1.0, metadata={"help": "EMP's beta: score = loss + memory_weight * predictive entropy."}
+    )
+    emp_selection: str = field(
+        default="sample",
+        metadata={
+            "help": "How EMP turns scores into an epoch's rows: 'sample' (proportional to score), 'topk', "
+            "'epsilon_greedy' or 'soft' (InfoBatch's rule on the EMP score, budget-matched).",
+            "choices": list(EMP_SELECTIONS),
+        },
+    )
+    ema_decay: float = field(
+        default=0.9, metadata={"help": "Decay of the loss EMA used by 'ucb' and 'epsilon_greedy', in [0, 1)."}
+    )
+    ucb_c: float = field(default=1.0, metadata={"help": "UCB exploration weight: score = mean + ucb_c * std."})
+    epsilon: float = field(
+        default=0.1,
+        metadata={"help": "Share of an epoch filled uniformly at random by the epsilon-greedy rules, in [0, 1]."},
+    )
+    infobatch_match_budget: bool = field(
+        default=False,
+        metadata={
+            "help": "InfoBatch: choose the pruned share each epoch so the epoch visits N - floor(p*N) rows "
+            "(equal budget with the other methods) instead of pruning prune_ratio of the below-mean rows."
+        },
+    )
+    pruning_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the pruning decisions and plan order. Default: `seed`."}
+    )
+    pruning_index_column: str = field(
+        default=INDEX_COLUMN,
+        metadata={"help": "Name of the column that carries each example's row index through the batch."},
+    )
+
+    def __post_init__(self) -> None:
+        self._validate_pruning_options()
+        super().__post_init__()
+
+    def _validate_pruning_options(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise ValueError(f"EMPConfig.{name}={getattr(self, name)!r} is invalid: {message}")
+
+        if self.pruning_method not in STRATEGIES:
+            fail("pruning_method", f"choose one of {sorted(STRATEGIES)}.")
+        if self.prune_ratio is None:
+            self.prune_ratio = 0.0 if self.pruning_method == "none" else DEFAULT_PRUNE_RATIO
+        if not _is_number(self.prune_ratio) or not 0.0 <= self.prune_ratio < 1.0:
+            fail("prune_ratio", "it must be a number in [0, 1).")
+        self.prune_ratio = float(self.prune_ratio)
+        if self.pruning_method == "none" and self.prune_ratio > 0:
+            fail("prune_ratio", "pruning_method='none' never prunes; leave prune_ratio unset or pick a method.")
+        if isinstance(self.pruning_warmup_epochs, bool) or not isinstance(self.pruning_warmup_epochs, int):
+            fail("pruning_warmup_epochs", "it must be a whole number of epochs >= 0.")
+        if self.pruning_warmup_epochs < 0:
+            fail("pruning_warmup_epochs", "it must be >= 0.")
+        if self.pruning_anneal_fraction is None:
+            self.pruning_anneal_fraction = STRATEGIES[self.pruning_method].default_anneal_fraction
+        if not _is_number(self.pruning_anneal_fraction) or not 0.0 <= self.pruning_anneal_fraction < 1.0:
+            fail("pruning_anneal_fraction", "it must be a number in [0, 1).")
+        for name, low, high, closed_high in (
+            ("memory_weight", 0.0, math.inf, False),
+            ("ema_decay", 0.0, 1.0, False),
+            ("ucb_c", 0.0, math.inf, False),
+            ("epsilon", 0.0, 1.0, True),
+        ):
+            value = getattr(self, name)
+            in_range = _is_number(value) and low <= value and (value <= high if closed_high else value < high)
+            if not in_range or (_is_number(value) and math.isnan(value)):
+                fail(name, f"it must be a number in [{low}, {high}{']' if closed_high else ')'}.")
+        if self.emp_selection not in EMP_SELECTIONS:
+            fail("emp_selection", f"choose one of {list(EMP_SELECTIONS)}.")
+        if not isinstance(self.infobatch_match_budget, bool):
+            fail("infobatch_match_budget", "it must be True or False.")
+        if self.pruning_seed is not None and (
+            isinstance(self.pruning_seed, bool) or not isinstance(self.pruning_seed, int)
+        ):
+            fail("pruning_seed", "it must be an integer or None.")
+        if not isinstance(self.pruning_index_column, str) or not self.pruning_index_column:
+            fail("pruning_index_column", "it must be a non-empty column name.")
+        if self.pruning_method != "none" and self.max_steps <= 0:
+            epochs = self.num_train_epochs
+            if not _is_number(epochs) or epochs != int(epochs) or epochs < 1:
+                fail("num_train_epochs", "pruning needs a whole number of epochs (or set max_steps).")
+            anneal = math.ceil(self.pruning_anneal_fraction * epochs - 1e-9)
+            if self.prune_ratio > 0 and self.pruning_warmup_epochs + anneal >= epochs:
+                fail(
+                    "num_train_epochs",
+                    f"{self.pruning_warmup_epochs} warm-up and {anneal} anneal epochs leave no epoch to prune; "
+                    "train longer or lower pruning_warmup_epochs / pruning_anneal_fraction.",
+                )
+
+    @property
+    def pruning_options(self) -> PruningOptions:
+        """The options the strategies read."""
+        return PruningOptions(
+            prune_ratio=self.prune_ratio,
+            memory_weight=self.memory_weight,
+            epsilon=self.epsilon,
+            ucb_c=self.ucb_c,
+            emp_selection=self.emp_selection,
+            infobatch_match_budget=self.infobatch_match_budget,
+        )
+
+    @property
+    def effective_pruning_seed(self) -> int:
+        return self.seed if self.pruning_seed is None else self.pruning_seed

@@ -1,0 +1,114 @@
+"""Carry each example's row index through the data pipeline, so statistics are tied to dataset rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import IterableDataset
+
+from .config import INDEX_COLUMN
+
+try:
+    import datasets
+except ImportError:  # pragma: no cover - datasets is a dependency, but keep torch-only use possible
+    datasets = None
+
+
+def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
+    """Return `dataset` with a `column` holding each example's row index (0..N-1).
+
+    Works for `datasets.Dataset` (also with `set_transform`/`with_transform`: the transform is wrapped so
+    the index survives it) and for torch map-style datasets whose items are mappings. Idempotent.
+    Iterable datasets are rejected: dynamic pruning needs random access to rows.
+    """
+    if isinstance(dataset, IterableDataset) or (
+        datasets is not None and isinstance(dataset, datasets.IterableDataset)
+    ):
+        raise TypeError(
+            "Dynamic data pruning needs random access to rows, but the training dataset is an IterableDataset. "
+            "Pass a map-style dataset (e.g. load_dataset(..., streaming=False)) or use transformers.Trainer."
+        )
+    if datasets is not None and isinstance(dataset, datasets.Dataset):
+        return _add_to_hf_dataset(dataset, column)
+    if isinstance(dataset, RowIndexedDataset) and dataset.column == column:
+        return dataset
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return RowIndexedDataset(dataset, column)
+    raise TypeError(f"Cannot add row indices to a {type(dataset).__name__}: it needs __getitem__ and __len__.")
+
+
+def _add_to_hf_dataset(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
+    fmt = dataset.format
+    transform = fmt["format_kwargs"].get("transform") if fmt["type"] == "custom" else None
+    if column in dataset.column_names:
+        if isinstance(transform, _KeepIndexTransform) or transform is None:
+            return dataset
+        raise ValueError(f"Column {column!r} exists but its transform drops it; set the transform before indexing.")
+    plain = dataset.with_format(None).add_column(column, list(range(len(dataset))))
+    if transform is not None:
+        columns = fmt["columns"] if fmt["columns"] is None else [*fmt["columns"], column]
+        return plain.with_transform(
+            _KeepIndexTransform(transform, column), columns=columns, output_all_columns=fmt["output_all_columns"]
+        )
+    if fmt["type"] is not None:
+        columns = fmt["columns"] if fmt["columns"] is None else [*fmt["columns"], column]
+        return plain.with_format(
+            fmt["type"], columns=columns, output_all_columns=fmt["output_all_columns"], **fmt["format_kwargs"]
+        )
+    return plain
+
+
+class _KeepIndexTransform:
+    """Wraps a user's `datasets` transform so the index column passes through it untouched."""
+
+    def __init__(self, transform: Callable[[dict], dict], column: str) -> None:
+        self.transform = transform
+        self.column = column
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        index = batch.pop(self.column)
+        out = dict(self.transform(batch))
+        out[self.column] = index
+        return out
+
+
+class RowIndexedDataset(TorchDataset):
+    """A torch map-style dataset whose items (mappings) gain a `column` with their row index."""
+
+    def __init__(self, dataset: Any, column: str = INDEX_COLUMN) -> None:
+        self.dataset = dataset
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"Row indices can only be attached to mapping examples (dicts), but item {index} is a "
+                f"{type(item).__name__}. Return a dict such as {{'input_ids': ..., 'labels': ...}}."
+            )
+        return {**item, self.column: index}
+
+
+class RowIndexCollator:
+    """Wraps a data collator: takes the index column out of each feature, collates the rest, adds it back.
+
+    User collators (e.g. language-modeling collators) therefore never see the index column.
+    """
+
+    def __init__(self, collator: Callable[[list], Any], column: str = INDEX_COLUMN) -> None:
+        self.collator = collator
+        self.column = column
+
+    def __call__(self, features: list[Any]) -> Any:
+        if not features or not isinstance(features[0], Mapping) or self.column not in features[0]:
+            return self.collator(features)
+        rows = [int(f[self.column]) for f in features]
+        batch = self.collator([{k: v for k, v in f.items() if k != self.column} for f in features])
+        batch[self.column] = torch.tensor(rows, dtype=torch.int64)
+        return batch

@@ -1,0 +1,143 @@
+"""Per-example loss and predictive entropy from a model's logits, one function per kind of head.
+
+Every function returns `(loss, entropy)`, each of shape `[batch]`, in float32, and works on the logits the
+training forward pass already produced (no extra forward). A user-supplied `per_example_loss_func(outputs,
+labels) -> (loss, entropy)` covers any other task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+)
+
+Task = Literal["sequence", "token", "causal_lm"]
+PerExampleLossFunc = Callable[[Any, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+IGNORE_INDEX = -100
+
+
+def _class_names(*mappings: dict[str, str | tuple[str, ...]]) -> set[str]:
+    names: set[str] = set()
+    for mapping in mappings:
+        for value in mapping.values():
+            names.update(value if isinstance(value, tuple) else (value,))
+    return names
+
+
+_TASK_OF_CLASS: dict[str, Task] = {
+    **dict.fromkeys(_class_names(MODEL_FOR_MASKED_LM_MAPPING_NAMES), "token"),
+    **dict.fromkeys(_class_names(MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES), "token"),
+    **dict.fromkeys(_class_names(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES), "causal_lm"),
+    **dict.fromkeys(
+        _class_names(
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+            MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+            MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES,
+        ),
+        "sequence",
+    ),
+}
+
+
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    if hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
+
+
+def infer_task(model: Any) -> Task:
+    """What kind of head `model` has, from its class; a clear error if per-example losses are unknown for it."""
+    name = type(unwrap_peft(model)).__name__
+    if name in _TASK_OF_CLASS:
+        return _TASK_OF_CLASS[name]
+    raise ValueError(
+        f"EMPTrainer cannot split the loss of a {name} into per-example losses: it knows the sequence, image and "
+        "audio classification, token classification, masked LM and causal LM heads of transformers. Pass "
+        "`per_example_loss_func=fn` to EMPTrainer, where fn(outputs, labels) returns (loss, entropy), two "
+        "tensors of shape [batch] (see docs/api.md)."
+    )
+
+
+def categorical_stats(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (with the Trainer's label smoothing) and softmax entropy, per position.
+
+    `logits` is `[..., C]`, `labels` is `[...]`; positions labelled `-100` get loss and entropy 0.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    valid = labels != IGNORE_INDEX
+    nll = -log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(dim=-1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return nll * valid, entropy * valid
+
+
+def sequence_stats(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0, problem_type: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One prediction per example: single-label, multi-label or regression, decided as transformers does."""
+    if problem_type is None:
+        if logits.shape[-1] == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        error = (logits.float().reshape(labels.shape[0], -1) - labels.float().reshape(labels.shape[0], -1)) ** 2
+        loss = error.mean(dim=1)
+        return loss, torch.zeros_like(loss)
+    if problem_type == "multi_label_classification":
+        logits = logits.float()
+        loss = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(dim=-1)
+        # Bernoulli entropy from logits: softplus(x) - x * sigmoid(x)
+        entropy = (F.softplus(logits) - logits * torch.sigmoid(logits)).mean(dim=-1)
+        return loss, entropy
+    return categorical_stats(logits, labels.view(-1), label_smoothing)
+
+
+def token_stats(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0, shift: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-level heads: mean over each example's labelled tokens (causal LMs predict the next token).
+
+    An example without any labelled token gets NaN: it counts as visited but leaves its statistics unchanged.
+    """
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    loss, entropy = categorical_stats(logits, labels, label_smoothing)
+    count = (labels != IGNORE_INDEX).sum(dim=1).float()
+    return loss.sum(dim=1) / count, entropy.sum(dim=1) / count
+
+
+def per_example_stats(
+    outputs: Any,
+    labels: torch.Tensor | None,
+    task: Task,
+    label_smoothing: float = 0.0,
+    problem_type: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example `(loss, entropy)` of a transformers model output for a `task` from `infer_task`."""
+    logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
+    if logits is None or labels is None:
+        missing = "logits in the model outputs" if logits is None else "`labels` in the batch"
+        raise ValueError(
+            f"EMPTrainer needs {missing} to compute per-example losses. Make the model return logits and the "
+            "collator produce `labels`, or pass `per_example_loss_func` to EMPTrainer."
+        )
+    if task == "sequence":
+        return sequence_stats(logits, labels, label_smoothing, problem_type)
+    return token_stats(logits, labels, label_smoothing, shift=task == "causal_lm")

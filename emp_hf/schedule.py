@@ -1,0 +1,79 @@
+"""Which epochs are pruned, how many rows each visits, and what that means in optimizer steps."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Phase = Literal["warmup", "pruned", "anneal"]
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """Warm-up epochs train on all rows, then pruned epochs on `num_keep`, then anneal epochs on all rows."""
+
+    num_rows: int
+    num_epochs: int
+    prune_ratio: float
+    warmup_epochs: int = 1
+    anneal_fraction: float = 0.0
+
+    @property
+    def num_keep(self) -> int:
+        """`K = N - floor(p * N)`: the rows a pruned epoch visits."""
+        return self.num_rows - math.floor(self.prune_ratio * self.num_rows)
+
+    @property
+    def anneal_epochs(self) -> int:
+        return math.ceil(self.anneal_fraction * self.num_epochs - 1e-9)
+
+    def phase(self, epoch: int) -> Phase:
+        if epoch < self.warmup_epochs or self.prune_ratio == 0:
+            return "warmup"
+        if epoch >= self.num_epochs - self.anneal_epochs:
+            return "anneal"
+        return "pruned"
+
+    def nominal_plan_size(self, epoch: int) -> int:
+        return self.num_keep if self.phase(epoch) == "pruned" else self.num_rows
+
+
+@dataclass(frozen=True)
+class StepCounter:
+    """Optimizer steps of an epoch from its plan size, exactly as Accelerate shards the batches."""
+
+    batch_size: int  # per device
+    num_processes: int = 1
+    gradient_accumulation_steps: int = 1
+    drop_last: bool = False
+
+    def micro_batches(self, plan_size: int) -> int:
+        """Batches each process draws: `ceil` (or `floor` with `drop_last`) of the global batches per process."""
+        rounding = math.floor if self.drop_last else math.ceil
+        batches = rounding(plan_size / self.batch_size)
+        return rounding(batches / self.num_processes) if self.num_processes > 1 else batches
+
+    def update_steps(self, plan_size: int) -> int:
+        return max(math.ceil(self.micro_batches(plan_size) / self.gradient_accumulation_steps), 1)
+
+
+def retarget_lr_scheduler(scheduler: object, num_training_steps: int) -> bool:
+    """Point a `transformers` LR schedule at a new total number of steps, keeping its position.
+
+    Works for the `LambdaLR` schedules of `transformers.get_scheduler` (linear, cosine, polynomial, ...),
+    whose lambdas are `functools.partial`s with a `num_training_steps` keyword; lambdas without that keyword
+    (constant schedules) do not depend on the total and stay. Returns False for any other scheduler.
+    """
+    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        return False
+    scheduler.lr_lambdas = [
+        functools.partial(f.func, *f.args, **{**f.keywords, "num_training_steps": num_training_steps})
+        if isinstance(f, functools.partial) and "num_training_steps" in f.keywords
+        else f
+        for f in scheduler.lr_lambdas
+    ]
+    return True
