@@ -31,7 +31,11 @@ def save_pruning_state(state: PruningState, checkpoint_dir: str) -> None:
     torch.save(state.state_dict(), buffer)
     payload = buffer.getvalue()
     _atomic_write(os.path.join(checkpoint_dir, STATE_FILE), payload)
-    manifest = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), "epochs": len(state.plans)}
+    manifest = {
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "bytes": len(payload),
+        "epochs": len(state.plans),
+    }
     _atomic_write(os.path.join(checkpoint_dir, MANIFEST_FILE), json.dumps(manifest).encode())
 
 
@@ -49,5 +53,7 @@ def load_pruning_state(state: PruningState, checkpoint_dir: str) -> None:
     with open(manifest_path) as f:
         manifest = json.load(f)
     if len(payload) != manifest["bytes"] or hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
-        raise ValueError(f"The pruning state in {checkpoint_dir} does not match its manifest: it is corrupted.")
+        raise ValueError(
+            f"The pruning state in {checkpoint_dir} does not match its manifest: it is corrupted."
+        )
     state.load_state_dict(torch.load(io.BytesIO(payload), weights_only=True))

@@ -44,6 +44,8 @@ class EMPTrainer(Trainer):
         self,
         model: Any = None,
         args: EMPConfig | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
         *trainer_args: Any,
         per_example_loss_func: PerExampleLossFunc | None = None,
         **trainer_kwargs: Any,
@@ -55,12 +57,12 @@ class EMPTrainer(Trainer):
                 f"EMPTrainer needs `args` to be an EMPConfig, got {type(args).__name__}. EMPConfig takes every "
                 "TrainingArguments field: replace TrainingArguments(...) with EMPConfig(...)."
             )
-        super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        self._dataset_fingerprint = getattr(train_dataset, "_fingerprint", None)
+        if train_dataset is not None:
+            train_dataset = add_row_index(train_dataset, args.pruning_index_column)
+        super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
         self.per_example_loss_func = per_example_loss_func
         self.strategy = build_strategy(args.pruning_method, args.pruning_options)
-        if self.train_dataset is not None:
-            self._dataset_fingerprint = getattr(self.train_dataset, "_fingerprint", None)
-            self.train_dataset = add_row_index(self.train_dataset, args.pruning_index_column)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
         if self.model is not None and per_example_loss_func is None:
@@ -136,7 +138,9 @@ class EMPTrainer(Trainer):
                 num_epochs += 1
         else:
             num_epochs = int(args.num_train_epochs)
-        self._planner = EpochPlanner(self.pruning_state, self.strategy, self._schedule(num_epochs), self._seed)
+        self._planner = EpochPlanner(
+            self.pruning_state, self.strategy, self._schedule(num_epochs), self._seed
+        )
 
     @property
     def _seed(self) -> int:
@@ -181,7 +185,12 @@ class EMPTrainer(Trainer):
         return tuple(values)
 
     def _init_training_state(
-        self, max_steps: int, num_update_steps_per_epoch: int, num_train_epochs: int, resume_from_checkpoint, trial
+        self,
+        max_steps: int,
+        num_update_steps_per_epoch: int,
+        num_train_epochs: int,
+        resume_from_checkpoint,
+        trial,
     ) -> tuple[int, int]:
         epochs_trained, steps_in_epoch = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
@@ -250,7 +259,9 @@ class EMPTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if self.strategy.uses_weights:
             example_loss, entropy = self._per_example(outputs, labels)
-            weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(example_loss.device)
+            weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(
+                example_loss.device
+            )
             loss = (weight * example_loss).mean()
         else:
             with torch.no_grad():
@@ -273,7 +284,9 @@ class EMPTrainer(Trainer):
             and self._task == "sequence"
             and outputs.logits.shape[-1] == 1
         ):
-            logger.warning("EMP on a regression task has no predictive entropy: it reduces to loss-only selection.")
+            logger.warning(
+                "EMP on a regression task has no predictive entropy: it reduces to loss-only selection."
+            )
             self._warned_regression = True
         return loss, entropy
 
@@ -293,7 +306,9 @@ class EMPTrainer(Trainer):
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             save_pruning_state(self.pruning_state, folder)
 
     def pruning_summary(self, num_epochs: int | None = None) -> dict[str, float]:
@@ -304,11 +319,11 @@ class EMPTrainer(Trainer):
         kept = len(plans[-1]) / state.num_rows if plans else 1.0
         return {
             "pruning/kept_fraction": kept,
-            "pruning/realized_saving": 1.0 - sum(len(p) for p in plans) / (state.num_rows * max(len(plans), 1)),
+            "pruning/realized_saving": 1.0
+            - sum(len(p) for p in plans) / (state.num_rows * max(len(plans), 1)),
             "pruning/frequency_mean": frequency.mean().item(),
             "pruning/frequency_min": frequency.min().item(),
             "pruning/frequency_max": frequency.max().item(),
             "pruning/never_visited": int((frequency == 0).sum().item()),
             "pruning/nonfinite_losses": int(state.nonfinite_count.item()),
         }
-
