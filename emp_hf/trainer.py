@@ -12,6 +12,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 from transformers.utils import logging
 
+from .checkpoint import load_pruning_state, save_pruning_state
 from .config import EMPConfig
 from .data import RowIndexCollator, add_row_index
 from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
@@ -19,7 +20,6 @@ from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
 from .strategies import build_strategy
 from .tracker import PruningState
-from .checkpoint import load_pruning_state, save_pruning_state
 
 logger = logging.get_logger(__name__)
 

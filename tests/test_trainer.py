@@ -82,7 +82,7 @@ def test_infobatch_open_budget_lr_reaches_end(tmp_path, text_dataset):
     output = trainer.train()
     assert trainer.state.max_steps == output.global_step
     assert recorder.lrs[-1] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(recorder.lrs, recorder.lrs[1:]))
+    assert all(a >= b for a, b in zip(recorder.lrs, recorder.lrs[1:], strict=False))
 
 
 def test_none_trains_identically_to_trainer(tmp_path, text_dataset):
@@ -108,7 +108,7 @@ def test_none_trains_identically_to_trainer(tmp_path, text_dataset):
     plain_losses = [h["loss"] for h in plain.state.log_history if "loss" in h]
     emp_losses = [h["loss"] for h in emp.state.log_history if "loss" in h]
     assert plain_losses == emp_losses
-    for p, q in zip(plain.model.parameters(), emp.model.parameters()):
+    for p, q in zip(plain.model.parameters(), emp.model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert int(emp.pruning_state.frequency.min()) == 2
 

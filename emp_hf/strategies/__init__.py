@@ -6,10 +6,9 @@ import the module below.
 
 from __future__ import annotations
 
+from . import emp, epsilon_greedy, infobatch, none, ucb, uniform  # noqa: E402, F401  (registers them)
 from .base import PruningOptions, PruningStrategy, Selection
 from .registry import STRATEGIES, build_strategy, register_strategy
-
-from . import emp, epsilon_greedy, infobatch, none, uniform, ucb  # noqa: E402, F401  (registers them)
 
 __all__ = [
     "STRATEGIES",

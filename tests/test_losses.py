@@ -1,0 +1,133 @@
+"""Per-example loss and entropy for every supported head, checked against the models' own losses."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import VOCAB, make_args, make_bert, make_text_dataset
+from transformers import BertConfig, BertForTokenClassification, GPT2Config, GPT2LMHeadModel
+
+from emp_hf import EMPTrainer
+from emp_hf.losses import categorical_stats, infer_task, per_example_stats, sequence_stats, token_stats
+
+
+def numpy_stats(logits: np.ndarray, labels: np.ndarray, eps: float = 0.0):
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    nll = -logp[np.arange(len(labels)), labels]
+    loss = (1 - eps) * nll - eps * logp.mean(-1)
+    return loss, -(np.exp(logp) * logp).sum(-1)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_categorical_matches_numpy(eps):
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(6, 5)).astype(np.float32), rng.integers(0, 5, 6)
+    loss, entropy = categorical_stats(torch.tensor(logits), torch.tensor(labels), eps)
+    ref_loss, ref_entropy = numpy_stats(logits.astype(np.float64), labels, eps)
+    np.testing.assert_allclose(loss.numpy(), ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(entropy.numpy(), ref_entropy, rtol=1e-5)
+    # uniform logits have entropy log C
+    assert categorical_stats(torch.zeros(1, 5), torch.tensor([0]))[1].item() == pytest.approx(math.log(5))
+
+
+def test_sequence_classification_mean_is_model_loss():
+    model = make_bert(num_labels=3)
+    ids = torch.randint(6, VOCAB, (5, 8))
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    out = model(input_ids=ids, labels=labels)
+    loss, entropy = per_example_stats(out, labels, infer_task(model))
+    assert loss.mean().item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert (entropy > 0).all() and (entropy <= math.log(3) + 1e-6).all()
+
+
+def test_regression_and_multilabel():
+    model = make_bert(num_labels=1)
+    ids = torch.randint(6, VOCAB, (4, 8))
+    labels = torch.tensor([0.5, 1.0, -1.0, 2.0])
+    out = model(input_ids=ids, labels=labels)
+    loss, entropy = per_example_stats(out, labels, "sequence")
+    assert loss.mean().item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert torch.equal(entropy, torch.zeros(4))
+
+    model = make_bert(num_labels=3, problem_type="multi_label_classification")
+    multi = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    out = model(input_ids=ids, labels=multi)
+    loss, entropy = per_example_stats(out, multi, "sequence", problem_type="multi_label_classification")
+    assert loss.mean().item() == pytest.approx(out.loss.item(), rel=1e-5)
+    p = torch.sigmoid(out.logits.double())
+    bernoulli = -(p * p.log() + (1 - p) * (1 - p).log()).mean(-1)
+    torch.testing.assert_close(entropy.double(), bernoulli, rtol=1e-5, atol=1e-6)
+    # multi-label is also inferred from float labels
+    torch.testing.assert_close(sequence_stats(out.logits, multi)[0], loss)
+
+
+def test_token_classification_ignores_padding_tokens():
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=4,
+    )
+    model = BertForTokenClassification(config)
+    ids = torch.randint(6, VOCAB, (3, 7))
+    labels = torch.randint(0, 4, (3, 7))
+    labels[0, 4:] = -100
+    labels[2, :2] = -100
+    out = model(input_ids=ids, labels=labels)
+    assert infer_task(model) == "token"
+    loss, entropy = per_example_stats(out, labels, "token")
+    counts = (labels != -100).sum(1).float()
+    # the model's loss is the token mean: the count-weighted mean of per-example means
+    assert ((loss * counts).sum() / counts.sum()).item() == pytest.approx(out.loss.item(), rel=1e-5)
+    ref0, _ = numpy_stats(out.logits[0, :4].detach().double().numpy(), labels[0, :4].numpy())
+    assert loss[0].item() == pytest.approx(ref0.mean(), rel=1e-5)
+    assert torch.isfinite(entropy).all()
+
+
+def test_causal_lm_shifts_labels():
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    assert infer_task(model) == "causal_lm"
+    ids = torch.randint(0, VOCAB, (3, 9))
+    labels = ids.clone()
+    labels[1, 6:] = -100
+    out = model(input_ids=ids, labels=labels)
+    loss, _ = per_example_stats(out, labels, "causal_lm")
+    counts = (labels[:, 1:] != -100).sum(1).float()
+    assert ((loss * counts).sum() / counts.sum()).item() == pytest.approx(out.loss.item(), rel=1e-5)
+    # an example without any labelled token is NaN (counted as visited, statistics unchanged)
+    empty = torch.full_like(labels, -100)
+    assert torch.isnan(token_stats(out.logits, empty, shift=True)[0]).all()
+
+
+def test_causal_lm_trains_with_pruning(tmp_path):
+    import datasets
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    ids = torch.randint(0, VOCAB, (40, 10)).tolist()
+    data = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
+    trainer = EMPTrainer(model=model, args=make_args(tmp_path, pruning_method="emp"), train_dataset=data)
+    trainer.train()
+    state = trainer.pruning_state
+    assert int(state.frequency.sum()) == sum(state.epoch_plan_sizes)
+    assert torch.isfinite(state.loss).all()
+
+
+def test_regression_emp_warns_once(tmp_path, caplog):
+    data = make_text_dataset(32).map(lambda row: {"labels": float(row["labels"])})
+    trainer = EMPTrainer(
+        model=make_bert(num_labels=1), args=make_args(tmp_path, pruning_method="emp"), train_dataset=data
+    )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert sum("reduces to loss-only" in r.message for r in caplog.records) == 1
+    assert float(trainer.pruning_state.entropy.abs().max()) == 0.0
