@@ -1,0 +1,112 @@
+"""Tracking overhead and time saved, measured side by side in one process.
+
+    python benchmarks/overhead.py                      # CPU, small BERT, synthetic token data
+    python benchmarks/overhead.py --device cuda --rows 20000 --hidden 384 --layers 6   # GPU, MiniLM-sized
+
+Prints, as ratios of arms run interleaved in the same process (absolute times only mean something on a GPU):
+  * EMPTrainer(pruning_method="none") / Trainer         -> the cost of per-example tracking
+  * EMPTrainer(random, p) / EMPTrainer(none)            -> time of a pruned run vs the full run
+  * ideal = 1 - realised saving                         -> how close the pruned run gets to the ideal
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments  # noqa: E402
+
+from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
+
+
+def build_data(rows: int, seq_len: int, vocab: int) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (rows, seq_len), generator=g)
+    labels = (ids[:, 1] % 2).tolist()
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels})
+
+
+def run(arm: str, data: datasets.Dataset, opts: argparse.Namespace) -> tuple[float, float, int]:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=opts.vocab,
+        hidden_size=opts.hidden,
+        num_hidden_layers=opts.layers,
+        num_attention_heads=max(opts.hidden // 64, 2),
+        intermediate_size=4 * opts.hidden,
+        num_labels=2,
+    )
+    model = BertForSequenceClassification(config)
+    common = dict(
+        output_dir=tempfile.mkdtemp(),
+        num_train_epochs=opts.epochs,
+        per_device_train_batch_size=opts.batch_size,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=opts.device == "cpu",
+        bf16=opts.device == "cuda",
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    if arm == "trainer":
+        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=data)
+    else:
+        method, ratio = ("none", None) if arm == "none" else ("random", opts.prune_ratio)
+        args = EMPConfig(**common, pruning_method=method, prune_ratio=ratio)
+        trainer = EMPTrainer(model=model, args=args, train_dataset=data)
+    start = time.perf_counter()
+    output = trainer.train()
+    if opts.device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    saving = trainer.pruning_state.realized_saving() if isinstance(trainer, EMPTrainer) else 0.0
+    return seconds, saving, output.global_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--vocab", type=int, default=1000)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--prune-ratio", type=float, default=0.7)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    opts = parser.parse_args()
+
+    data = build_data(opts.rows, opts.seq_len, opts.vocab)
+    arms = ["trainer", "none", "pruned"]
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    info: dict[str, tuple[float, int]] = {}
+    run("none", data, opts)  # warm-up: first-call costs land on no arm
+    for _ in range(opts.repeats):
+        for arm in arms:  # interleaved, so drift in machine speed hits every arm alike
+            seconds, saving, steps = run(arm, data, opts)
+            times[arm].append(seconds)
+            info[arm] = (saving, steps)
+    med = {arm: statistics.median(values) for arm, values in times.items()}
+    saving = info["pruned"][0]
+    print(f"\n{opts.rows} rows, {opts.epochs} epochs, batch {opts.batch_size}, device {opts.device}, "
+          f"median of {opts.repeats} interleaved repeats")  # fmt: skip
+    print(f"{'arm':<34}{'steps':>7}{'median s':>10}{'ratio':>9}")
+    print(f"{'Trainer':<34}{info['trainer'][1]:>7}{med['trainer']:>10.2f}{1.0:>9.3f}")
+    print(f"{'EMPTrainer none (tracking only)':<34}{info['none'][1]:>7}{med['none']:>10.2f}"
+          f"{med['none'] / med['trainer']:>9.3f}  vs Trainer")  # fmt: skip
+    print(f"{f'EMPTrainer random p={opts.prune_ratio}':<34}{info['pruned'][1]:>7}{med['pruned']:>10.2f}"
+          f"{med['pruned'] / med['none']:>9.3f}  vs full (ideal {1 - saving:.3f}, saving {saving:.3f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
