@@ -67,14 +67,10 @@ class EMPConfig(TrainingArguments):
     ema_decay: float = field(
         default=0.9, metadata={"help": "Decay of the loss EMA used by 'ucb' and 'epsilon_greedy', in [0, 1)."}
     )
-    ucb_c: float = field(
-        default=1.0, metadata={"help": "UCB exploration weight: score = mean + ucb_c * std."}
-    )
+    ucb_c: float = field(default=1.0, metadata={"help": "UCB exploration weight: score = mean + ucb_c * std."})
     epsilon: float = field(
         default=0.1,
-        metadata={
-            "help": "Share of an epoch filled uniformly at random by the epsilon-greedy rules, in [0, 1]."
-        },
+        metadata={"help": "Share of an epoch filled uniformly at random by the epsilon-greedy rules, in [0, 1]."},
     )
     infobatch_match_budget: bool = field(
         default=False,
@@ -89,6 +85,13 @@ class EMPConfig(TrainingArguments):
     pruning_index_column: str = field(
         default=INDEX_COLUMN,
         metadata={"help": "Name of the column that carries each example's row index through the batch."},
+    )
+    ignore_pruning_state_mismatch: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume from a checkpoint whose pruning state was made with another dataset (same length) "
+            "or other pruning options, instead of refusing."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -107,9 +110,7 @@ class EMPConfig(TrainingArguments):
             fail("prune_ratio", "it must be a number in [0, 1).")
         self.prune_ratio = float(self.prune_ratio)
         if self.pruning_method == "none" and self.prune_ratio > 0:
-            fail(
-                "prune_ratio", "pruning_method='none' never prunes; leave prune_ratio unset or pick a method."
-            )
+            fail("prune_ratio", "pruning_method='none' never prunes; leave prune_ratio unset or pick a method.")
         if isinstance(self.pruning_warmup_epochs, bool) or not isinstance(self.pruning_warmup_epochs, int):
             fail("pruning_warmup_epochs", "it must be a whole number of epochs >= 0.")
         if self.pruning_warmup_epochs < 0:

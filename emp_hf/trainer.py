@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -81,12 +82,36 @@ class EMPTrainer(Trainer):
         if self.train_dataset is None:
             return None
         state = PruningState(len(self.train_dataset), ema_decay=self.args.ema_decay, device=self.args.device)
+        args = self.args
         state.metadata.update(
-            pruning_method=self.args.pruning_method,
-            prune_ratio=self.args.prune_ratio,
             dataset_fingerprint=self._dataset_fingerprint,
+            pruning_method=args.pruning_method,
+            pruning_seed=args.effective_pruning_seed,
+            pruning_warmup_epochs=args.pruning_warmup_epochs,
+            pruning_anneal_fraction=args.pruning_anneal_fraction,
+            ema_decay=args.ema_decay,
+            **asdict(args.pruning_options),
         )
         return state
+
+    def _load_pruning_state(self, checkpoint: str) -> None:
+        """Restore the pruning state of `checkpoint`; refuse one from other data or other options."""
+        expected = dict(self.pruning_state.metadata)
+        load_pruning_state(self.pruning_state, checkpoint)
+        saved = self.pruning_state.metadata
+        differences = [
+            f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
+            for key, value in expected.items()
+            if saved.get(key) != value
+        ]
+        if differences and not self.args.ignore_pruning_state_mismatch:
+            raise ValueError(
+                f"The pruning state in {checkpoint} was made with other data or options ("
+                + "; ".join(differences)
+                + "). Resume with the same dataset and pruning options, or set ignore_pruning_state_mismatch=True "
+                "to continue from its statistics anyway."
+            )
+        self.pruning_state.metadata = expected
 
     def train(
         self,
@@ -105,7 +130,7 @@ class EMPTrainer(Trainer):
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         self.pruning_state = self._new_pruning_state()
         if resume_from_checkpoint:
-            load_pruning_state(self.pruning_state, resume_from_checkpoint)
+            self._load_pruning_state(resume_from_checkpoint)
         self._planner = None
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         summary = self.pruning_summary(num_epochs=len(self.pruning_state.plans))
@@ -138,9 +163,7 @@ class EMPTrainer(Trainer):
                 num_epochs += 1
         else:
             num_epochs = int(args.num_train_epochs)
-        self._planner = EpochPlanner(
-            self.pruning_state, self.strategy, self._schedule(num_epochs), self._seed
-        )
+        self._planner = EpochPlanner(self.pruning_state, self.strategy, self._schedule(num_epochs), self._seed)
 
     @property
     def _seed(self) -> int:
@@ -259,9 +282,7 @@ class EMPTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if self.strategy.uses_weights:
             example_loss, entropy = self._per_example(outputs, labels)
-            weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(
-                example_loss.device
-            )
+            weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(example_loss.device)
             loss = (weight * example_loss).mean()
         else:
             with torch.no_grad():
@@ -284,9 +305,7 @@ class EMPTrainer(Trainer):
             and self._task == "sequence"
             and outputs.logits.shape[-1] == 1
         ):
-            logger.warning(
-                "EMP on a regression task has no predictive entropy: it reduces to loss-only selection."
-            )
+            logger.warning("EMP on a regression task has no predictive entropy: it reduces to loss-only selection.")
             self._warned_regression = True
         return loss, entropy
 
@@ -319,8 +338,7 @@ class EMPTrainer(Trainer):
         kept = len(plans[-1]) / state.num_rows if plans else 1.0
         return {
             "pruning/kept_fraction": kept,
-            "pruning/realized_saving": 1.0
-            - sum(len(p) for p in plans) / (state.num_rows * max(len(plans), 1)),
+            "pruning/realized_saving": 1.0 - sum(len(p) for p in plans) / (state.num_rows * max(len(plans), 1)),
             "pruning/frequency_mean": frequency.mean().item(),
             "pruning/frequency_min": frequency.min().item(),
             "pruning/frequency_max": frequency.max().item(),

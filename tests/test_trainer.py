@@ -140,9 +140,7 @@ def test_tracked_loss_matches_the_models_loss(tmp_path, text_dataset):
 
 
 def test_gradient_accumulation(tmp_path, text_dataset):
-    args = make_args(
-        tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=4, num_train_epochs=3
-    )
+    args = make_args(tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=4, num_train_epochs=3)
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset)
     output = trainer.train()
     sizes = trainer.pruning_state.epoch_plan_sizes
@@ -236,9 +234,7 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_datase
             save_steps=1000,
             dataloader_drop_last=False,
         )
-        trainer = EMPTrainer(
-            model=make_bert(), args=args, train_dataset=text_dataset, callbacks=list(callbacks)
-        )
+        trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset, callbacks=list(callbacks))
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 
@@ -288,13 +284,9 @@ def test_set_transform_and_torch_datasets(tmp_path, text_dataset):
 
 def test_bad_inputs_fail_before_training(tmp_path, text_dataset):
     with pytest.raises(TypeError, match="EMPConfig"):
-        EMPTrainer(
-            model=make_bert(), args=TrainingArguments(output_dir=str(tmp_path)), train_dataset=text_dataset
-        )
+        EMPTrainer(model=make_bert(), args=TrainingArguments(output_dir=str(tmp_path)), train_dataset=text_dataset)
     with pytest.raises(TypeError, match="IterableDataset"):
-        EMPTrainer(
-            model=make_bert(), args=make_args(tmp_path), train_dataset=text_dataset.to_iterable_dataset()
-        )
+        EMPTrainer(model=make_bert(), args=make_args(tmp_path), train_dataset=text_dataset.to_iterable_dataset())
 
     class Custom(torch.nn.Module):
         def forward(self, input_ids, labels=None):
@@ -343,9 +335,7 @@ def test_user_per_example_loss_hook(tmp_path, text_dataset):
 )
 def test_config_validation(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
-        EMPConfig(
-            **{"output_dir": str(tmp_path), "num_train_epochs": 3, "pruning_method": "emp", field: value}
-        )
+        EMPConfig(**{"output_dir": str(tmp_path), "num_train_epochs": 3, "pruning_method": "emp", field: value})
 
 
 def test_config_defaults_and_conflicts(tmp_path):
@@ -375,3 +365,21 @@ def test_hf_argument_parser_flags():
     )
     assert args.pruning_method == "ucb" and args.prune_ratio == 0.3 and args.ucb_c == 2.0
     assert args.infobatch_match_budget is True
+
+
+def test_resume_with_other_data_or_options_is_refused(tmp_path, text_dataset):
+    args = make_args(tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2, pruning_method="emp")
+    EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
+    checkpoint = str(tmp_path / "out" / "checkpoint-5")
+    other = make_text_dataset(seed=1)
+    with pytest.raises(ValueError, match="dataset_fingerprint"):
+        EMPTrainer(model=make_bert(), args=args, train_dataset=other).train(resume_from_checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="rows but the training dataset has 50"):
+        EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(50)).train(checkpoint)
+    changed = make_args(tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2, pruning_method="ucb")
+    with pytest.raises(ValueError, match="pruning_method: checkpoint 'emp', now 'ucb'"):
+        EMPTrainer(model=make_bert(), args=changed, train_dataset=text_dataset).train(checkpoint)
+    changed.ignore_pruning_state_mismatch = True
+    trainer = EMPTrainer(model=make_bert(), args=changed, train_dataset=text_dataset)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    assert trainer.pruning_state.metadata["pruning_method"] == "ucb"
