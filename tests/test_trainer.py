@@ -383,3 +383,23 @@ def test_resume_with_other_data_or_options_is_refused(tmp_path, text_dataset):
     trainer = EMPTrainer(model=make_bert(), args=changed, train_dataset=text_dataset)
     trainer.train(resume_from_checkpoint=checkpoint)
     assert trainer.pruning_state.metadata["pruning_method"] == "ucb"
+
+
+def test_nonfinite_per_example_losses_are_counted_not_recorded(tmp_path, text_dataset):
+    def hook(outputs, labels):
+        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="none")
+        return torch.where(labels == 1, float("nan"), loss), torch.zeros_like(loss)
+
+    trainer = EMPTrainer(
+        model=make_bert(),
+        args=make_args(tmp_path, pruning_method="ucb", num_train_epochs=3),
+        train_dataset=text_dataset,
+        per_example_loss_func=hook,
+    )
+    trainer.train()
+    state = trainer.pruning_state
+    odd = torch.tensor(text_dataset["labels"]) == 1
+    assert torch.isnan(state.loss[odd]).all() and torch.isfinite(state.loss[~odd]).all()
+    assert int(state.nonfinite_count) == int(state.frequency[odd].sum())
+    assert state.epoch_plan_sizes == [96, 48, 48]  # plans stay valid: unobserved rows rank first
+    assert trainer.pruning_summary()["pruning/nonfinite_losses"] == int(state.frequency[odd].sum())
