@@ -139,6 +139,11 @@ class EMPConfig(TrainingArguments):
             fail("pruning_seed", "it must be an integer or None.")
         if not isinstance(self.pruning_index_column, str) or not self.pruning_index_column:
             fail("pruning_index_column", "it must be a non-empty column name.")
+        if self.auto_find_batch_size:
+            raise ValueError(
+                "EMPConfig.auto_find_batch_size=True is not supported: a retried batch size would count the "
+                "visits of the failed attempt twice. Set per_device_train_batch_size instead."
+            )
         if self.pruning_method != "none" and self.max_steps <= 0:
             epochs = self.num_train_epochs
             if not _is_number(epochs) or epochs != int(epochs) or epochs < 1:

@@ -37,9 +37,7 @@ def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
         return dataset
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         return RowIndexedDataset(dataset, column)
-    raise TypeError(
-        f"Cannot add row indices to a {type(dataset).__name__}: it needs __getitem__ and __len__."
-    )
+    raise TypeError(f"Cannot add row indices to a {type(dataset).__name__}: it needs __getitem__ and __len__.")
 
 
 def _add_to_hf_dataset(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
@@ -48,9 +46,7 @@ def _add_to_hf_dataset(dataset: datasets.Dataset, column: str) -> datasets.Datas
     if column in dataset.column_names:
         if isinstance(transform, _KeepIndexTransform) or transform is None:
             return dataset
-        raise ValueError(
-            f"Column {column!r} exists but its transform drops it; set the transform before indexing."
-        )
+        raise ValueError(f"Column {column!r} exists but its transform drops it; set the transform before indexing.")
     plain = dataset.with_format(None).add_column(column, list(range(len(dataset))))
     if transform is not None:
         columns = fmt["columns"] if fmt["columns"] is None else [*fmt["columns"], column]

@@ -97,9 +97,7 @@ def sequence_stats(
         else:
             problem_type = "multi_label_classification"
     if problem_type == "regression":
-        error = (
-            logits.float().reshape(labels.shape[0], -1) - labels.float().reshape(labels.shape[0], -1)
-        ) ** 2
+        error = (logits.float().reshape(labels.shape[0], -1) - labels.float().reshape(labels.shape[0], -1)) ** 2
         loss = error.mean(dim=1)
         return loss, torch.zeros_like(loss)
     if problem_type == "multi_label_classification":

@@ -134,15 +134,11 @@ def load_sentiment_sentences(
     path = _find_sentiment_file(data_dir)
     if path is None:
         looked = ", ".join(str(p) for p in _sentiment_candidates(data_dir))
-        raise FileNotFoundError(
-            f"VADER movie-review sentences not found (looked for {looked}); {_SETUP_HINT}."
-        )
+        raise FileNotFoundError(f"VADER movie-review sentences not found (looked for {looked}); {_SETUP_HINT}.")
     sentences, ratings = _read_sentiment_file(path)
     kept = [(s, int(r > 0)) for s, r in zip(sentences, ratings, strict=True) if r != 0]
     features = Features({"sentence": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS)})
-    dataset = Dataset.from_dict(
-        {"sentence": [s for s, _ in kept], "label": [y for _, y in kept]}, features=features
-    )
+    dataset = Dataset.from_dict({"sentence": [s for s, _ in kept], "label": [y for _, y in kept]}, features=features)
     split = dataset.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
     return DatasetDict({"train": split["train"], "test": split["test"]})
 
@@ -203,9 +199,7 @@ def _to_pixel_values(images: np.ndarray, image_size: int) -> np.ndarray:
     return out
 
 
-def _array_dataset(
-    pixel_values: np.ndarray, labels: np.ndarray, features: Features, fingerprint: str
-) -> Dataset:
+def _array_dataset(pixel_values: np.ndarray, labels: np.ndarray, features: Features, fingerprint: str) -> Dataset:
     """Wrap the arrays in a `Dataset` without copying them.
 
     `Dataset.from_dict` copies a float array twice on the way to Arrow and then pickles the whole table to
@@ -250,9 +244,7 @@ def load_fashion_mnist(
         ValueError: `image_size` is below 28 or a file is malformed.
     """
     if image_size < 28:
-        raise ValueError(
-            f"image_size must be at least 28 (images are 28x28 and only padded), got {image_size}"
-        )
+        raise ValueError(f"image_size must be at least 28 (images are 28x28 and only padded), got {image_size}")
     directory = _find_fashion_mnist_dir(data_dir)
     if directory is None:
         looked = ", ".join(str(p) for p in _fashion_mnist_candidates(data_dir))

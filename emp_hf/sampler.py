@@ -22,9 +22,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class EpochPlanner:
     """Decides and records the plan (ordered row indices) of each epoch, at most once per epoch."""
 
-    def __init__(
-        self, state: PruningState, strategy: PruningStrategy, schedule: EpochSchedule, seed: int
-    ) -> None:
+    def __init__(self, state: PruningState, strategy: PruningStrategy, schedule: EpochSchedule, seed: int) -> None:
         self.state = state
         self.strategy = strategy
         self.schedule = schedule

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import logging
 
-from .checkpoint import load_pruning_state, save_pruning_state
+from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .config import EMPConfig
 from .data import RowIndexCollator, add_row_index
 from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
@@ -125,9 +125,9 @@ class EMPTrainer(Trainer):
         if self.per_example_loss_func is None and self._task is None and self.model is not None:
             self._task = infer_task(self.model)
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
         self.pruning_state = self._new_pruning_state()
         if resume_from_checkpoint:
             self._load_pruning_state(resume_from_checkpoint)
@@ -289,6 +289,16 @@ class EMPTrainer(Trainer):
                 example_loss, entropy = self._per_example(outputs, labels)
         self._observe(rows, example_loss.detach(), entropy.detach())
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple:
+        inputs.pop(self.args.pruning_index_column, None)  # evaluating on an indexed dataset
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def _per_example(self, outputs: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.per_example_loss_func is not None:

@@ -70,9 +70,7 @@ def top_k(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tens
     return rank_descending(score, generator)[:k]
 
 
-def greedy_with_exploration(
-    score: torch.Tensor, k: int, epsilon: float, generator: torch.Generator
-) -> torch.Tensor:
+def greedy_with_exploration(score: torch.Tensor, k: int, epsilon: float, generator: torch.Generator) -> torch.Tensor:
     """The `k - round(epsilon * k)` highest-scored rows plus a uniform sample of the other rows."""
     num_greedy = k - round(epsilon * k)
     ranked = rank_descending(score, generator)

@@ -1,0 +1,122 @@
+"""Push a pruning record to a Hub dataset repo.
+
+Authentication and the Hub's address come from `huggingface_hub` itself (`token=`, else `HF_TOKEN` or the
+saved login; `HF_ENDPOINT`). Loading back is `emp_hf.record.load_pruning_record`. Which process pushes
+(rank 0 only) is the trainer's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from huggingface_hub import CommitInfo, HfApi
+
+from .record import (
+    RECORD_PATTERNS,
+    PruningRecord,
+    export_pruning_record,
+    is_record_dir,
+    record_from_output_dir,
+    record_from_trainer,
+    save_pruning_record,
+)
+from .tracker import PruningState
+
+DEFAULT_COMMIT_MESSAGE = "Upload pruning record (emp_hf)"
+RECORD_REPO_SUFFIX = "-pruning-record"
+
+
+def push_pruning_record(
+    record_or_dir: PruningRecord | PruningState | str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    create_pr: bool = False,
+    plots: bool = False,
+) -> CommitInfo:
+    """Upload a pruning record to the Hub dataset repo `repo_id` (created if missing) in one commit.
+
+    Args:
+        record_or_dir: a `PruningRecord`, a `PruningState`, a record directory (`save_pruning_record`) or a
+            training output / checkpoint directory (its latest pruning state is exported).
+        repo_id: `"namespace/name"`, or `"name"` for the token owner's namespace.
+        private: visibility of a repo this call creates (None: the Hub's default); an existing repo keeps its own.
+        revision: branch to commit to (created from the default branch if missing). Default: the main branch.
+        token: Hub token; default `HF_TOKEN` or the saved login.
+        commit_message, create_pr: as in `HfApi.upload_folder`.
+        plots: also upload `plots/*.png` and embed them in the card (when the record is written here).
+
+    Returns the `huggingface_hub.CommitInfo` of the upload (`.commit_url`, `.oid`, `.pr_url`).
+    """
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="emp-hf-record-") as tmp:
+        directory = _record_dir(record_or_dir, tmp, plots=plots)
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
+        if revision and not create_pr and not revision.startswith("refs/"):
+            api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=directory,
+            repo_type="dataset",
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+            allow_patterns=RECORD_PATTERNS,
+        )
+
+
+def default_record_repo_id(args: Any) -> str:
+    """`<hub_model_id>-pruning-record`, else `<output_dir name>-pruning-record`."""
+    base = getattr(args, "hub_model_id", None) or os.path.basename(os.path.normpath(args.output_dir))
+    return f"{base}{RECORD_REPO_SUFFIX}"
+
+
+def push_trainer_pruning_record(
+    trainer: Any,
+    *,
+    repo_id: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    commit_message: str | None = None,
+) -> CommitInfo:
+    """Export an `EMPTrainer`'s pruning record and push it (call it on the main process only).
+
+    Unset arguments come from `trainer.args`: `pruning_record_repo_id` (default `default_record_repo_id`),
+    `pruning_record_private` (else `hub_private_repo`), `hub_revision`, `hub_token`.
+    """
+    args = trainer.args
+    repo_id = repo_id or getattr(args, "pruning_record_repo_id", None) or default_record_repo_id(args)
+    if private is None:
+        private = getattr(args, "pruning_record_private", None)
+        if private is None:
+            private = getattr(args, "hub_private_repo", None)
+    revision = revision or getattr(args, "hub_revision", None)
+    token = token if token is not None else getattr(args, "hub_token", None)
+    state = getattr(trainer, "state", None)
+    step = getattr(state, "global_step", None)
+    record = record_from_trainer(trainer)
+    if step is not None:
+        record.metadata["source"] = {"global_step": step}
+    message = commit_message or (
+        f"Pruning record at step {step} (emp_hf)" if step is not None else DEFAULT_COMMIT_MESSAGE
+    )
+    return push_pruning_record(
+        record, repo_id, private=private, revision=revision, token=token, commit_message=message
+    )
+
+
+def _record_dir(obj: PruningRecord | PruningState | str | os.PathLike, scratch: str, *, plots: bool) -> str:
+    if isinstance(obj, PruningState):
+        obj = export_pruning_record(obj)
+    if isinstance(obj, PruningRecord):
+        return save_pruning_record(obj, scratch, plots=plots)
+    path = os.fspath(obj)
+    if os.path.isdir(path) and is_record_dir(path):
+        return path
+    return save_pruning_record(record_from_output_dir(path), scratch, plots=plots)

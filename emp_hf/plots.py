@@ -1,0 +1,132 @@
+"""Pictures of a pruning run: how often rows were trained, what they scored, how much each epoch kept.
+
+Figures are built with `matplotlib.figure.Figure` and rendered by Agg: no pyplot state, no display needed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .record import PruningRecord, export_pruning_record
+from .tracker import PruningState
+
+FULL_COLOR = "#4c72b0"
+PRUNED_COLOR = "#dd8452"
+
+
+def _as_record(obj: PruningRecord | PruningState) -> PruningRecord:
+    return export_pruning_record(obj) if isinstance(obj, PruningState) else obj
+
+
+def plot_frequency_histogram(record: PruningRecord | PruningState) -> Figure:
+    """How many rows were trained k times, k = 0..epochs (the picture of low-frequency learning)."""
+    record = _as_record(record)
+    frequency = record.column("frequency")
+    counts = np.bincount(frequency, minlength=record.num_epochs + 1)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ks = np.arange(len(counts))
+    bars = ax.bar(ks, counts, color=FULL_COLOR)
+    ax.bar_label(bars, fontsize=8)
+    ax.axvline(frequency.mean(), color="black", linestyle="--", linewidth=1, label=f"mean {frequency.mean():.2f}")
+    ax.set_xticks(ks)
+    ax.set_xlabel("times trained (epochs)")
+    ax.set_ylabel("rows")
+    ax.set_title(f"{_method(record)}: how often each of the {record.num_rows} rows was trained")
+    ax.legend()
+    return fig
+
+
+def plot_score_distribution(record: PruningRecord | PruningState, bins: int = 40) -> Figure:
+    """Histogram of the per-row score; kept and pruned rows of the last pruned epoch apart.
+
+    Falls back to the last observed loss when no row has a score (e.g. `pruning_method="none"`).
+    """
+    record = _as_record(record)
+    name = "score"
+    values = record.column("score").astype(np.float64)
+    if not np.isfinite(values).any():
+        name, values = "loss", record.column("loss").astype(np.float64)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    finite = np.isfinite(values)
+    if not finite.any():
+        ax.text(0.5, 0.5, "no finite scores or losses recorded", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    edges = np.histogram_bin_edges(values[finite], bins=bins)
+    pruned_epochs = [e for e, size in enumerate(record.plan_sizes) if size < record.num_rows]
+    if pruned_epochs:
+        epoch = pruned_epochs[-1]
+        kept = np.zeros(record.num_rows, dtype=bool)
+        kept[record.plan(epoch)] = True
+        kept = kept[record.column("row_index")]
+        ax.hist(values[finite & kept], bins=edges, color=FULL_COLOR, alpha=0.7, label=f"kept in epoch {epoch}")
+        ax.hist(
+            values[finite & ~kept],
+            bins=edges,
+            color=PRUNED_COLOR,
+            alpha=0.7,
+            label=f"pruned in epoch {epoch}",
+        )
+        ax.legend()
+    else:
+        ax.hist(values[finite], bins=edges, color=FULL_COLOR)
+    ax.set_xlabel(name)
+    ax.set_ylabel("rows")
+    missing = int((~finite).sum())
+    ax.set_title(f"{_method(record)}: per-row {name}" + (f" ({missing} rows without one)" if missing else ""))
+    return fig
+
+
+def plot_kept_fraction(record: PruningRecord | PruningState) -> Figure:
+    """Fraction of the rows each epoch trained on, with the realised saving."""
+    record = _as_record(record)
+    sizes = np.asarray(record.plan_sizes, dtype=np.float64)
+    fractions = sizes / record.num_rows
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    epochs = np.arange(len(sizes))
+    colors = [FULL_COLOR if s >= record.num_rows else PRUNED_COLOR for s in sizes]
+    ax.bar(epochs, fractions, color=colors)
+    ratio = record.metadata.get("prune_ratio")
+    if isinstance(ratio, (int, float)) and ratio > 0:
+        ax.axhline(1 - ratio, color="black", linestyle="--", linewidth=1, label=f"1 - prune_ratio = {1 - ratio:g}")
+        ax.legend(loc="lower left")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(epochs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction of rows trained")
+    ax.set_title(f"{_method(record)}: kept fraction by epoch (realised saving {record.realized_saving:.1%})")
+    return fig
+
+
+PLOTS = {
+    "frequency_histogram": plot_frequency_histogram,
+    "score_distribution": plot_score_distribution,
+    "kept_fraction": plot_kept_fraction,
+}
+
+
+def save_pruning_plots(
+    state_or_record: PruningRecord | PruningState, directory: str | os.PathLike, *, dpi: int = 100
+) -> list[str]:
+    """Write `frequency_histogram.png`, `score_distribution.png` and `kept_fraction.png` into `directory`;
+    returns their paths."""
+    record = _as_record(state_or_record)
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, plot in PLOTS.items():
+        path = os.path.join(directory, f"{name}.png")
+        plot(record).savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths
+
+
+def _method(record: Any) -> str:
+    return str(record.metadata.get("pruning_method") or "pruning")

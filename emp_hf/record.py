@@ -1,0 +1,707 @@
+"""The pruning record of a run: which rows each epoch trained on and the per-row statistics behind it.
+
+A record is exported from a `PruningState` (`export_pruning_record`), saved as a small dataset directory
+(`rows.parquet`, `plans.parquet`, a dataset card `README.md` and `pruning_record.json`, see
+`save_pruning_record`), pushed to the Hub (`emp_hf.hub.push_pruning_record`) and loaded back from a
+directory or a Hub dataset repo (`load_pruning_record`). `select_rows` then re-creates an epoch's subset, or
+a static top-k coreset, from the training dataset. See `docs/hub.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from datasets.table import InMemoryTable
+from huggingface_hub import DatasetCard, DatasetCardData, constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+
+from .checkpoint import MANIFEST_FILE, STATE_FILE, load_pruning_state
+from .tracker import PruningState
+
+RECORD_FORMAT_VERSION = 1
+RECORD_FILE = "pruning_record.json"
+ROWS_FILE = "rows.parquet"
+PLANS_FILE = "plans.parquet"
+CARD_FILE = "README.md"
+PLOTS_DIR = "plots"
+#: The files of a record directory (what is uploaded and downloaded).
+RECORD_PATTERNS = [RECORD_FILE, ROWS_FILE, PLANS_FILE, CARD_FILE, f"{PLOTS_DIR}/*.png"]
+
+#: `EMPConfig` fields stored as a record's `options` when an `EMPConfig` is passed as `options`.
+PRUNING_ARG_FIELDS = (
+    "pruning_method",
+    "prune_ratio",
+    "pruning_warmup_epochs",
+    "pruning_anneal_fraction",
+    "memory_weight",
+    "emp_selection",
+    "ema_decay",
+    "ucb_c",
+    "epsilon",
+    "infobatch_match_budget",
+    "effective_pruning_seed",
+    "num_train_epochs",
+    "max_steps",
+)
+_KNOWN_STATE_METADATA = ("pruning_method", "prune_ratio", "dataset_fingerprint", "pruning_options", "options")
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+QUANTILE_LABELS = ("min", "p10", "p25", "p50", "p75", "p90", "max")
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class DatasetMismatchError(ValueError):
+    """The dataset passed to `select_rows` is not the one the record was made on."""
+
+
+class RecordOfflineError(ConnectionError):
+    """A Hub record was requested while `HF_HUB_OFFLINE=1` and it is not in the local cache."""
+
+
+@dataclass
+class PruningRecord:
+    """A run's pruning record.
+
+    Attributes:
+        rows: one row per training example, ordered by `row_index`: `row_index`, `frequency` (times
+            trained), `score` (what the strategy ranked by at the last plan), `loss`, `entropy` (last
+            observed), `ema_mean`, `last_epoch` (last epoch trained, -1 if never) and `kept_epochs` (the
+            epochs whose plan contained the row).
+        plans: one row per epoch: `epoch`, `rows` (row indices in training order), `size`, `kept_fraction`.
+        metadata: method, options, prune ratio, realised saving, model, dataset identity, `emp_hf` version
+            (what `pruning_record.json` holds).
+    """
+
+    rows: datasets.Dataset
+    plans: datasets.Dataset
+    metadata: dict[str, Any]
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def num_rows(self) -> int:
+        return int(self.metadata["num_rows"])
+
+    @property
+    def num_epochs(self) -> int:
+        return len(self.plans)
+
+    @property
+    def plan_sizes(self) -> list[int]:
+        return [int(s) for s in self.plans["size"]]
+
+    @property
+    def realized_saving(self) -> float:
+        """`1 - sum(plan sizes) / (N * epochs)`."""
+        return float(self.metadata["realized_saving"])
+
+    @property
+    def dataset_fingerprint(self) -> str | None:
+        return self.metadata.get("dataset", {}).get("fingerprint")
+
+    def column(self, name: str) -> np.ndarray:
+        """A per-row column of `rows` as a numpy array (in `rows` order)."""
+        return self.rows.select_columns([name]).with_format("arrow")[:].column(0).to_numpy()
+
+    def plan(self, epoch: int) -> list[int]:
+        """The rows epoch `epoch` trained on, in training order (a negative epoch counts from the end)."""
+        if not -self.num_epochs <= epoch < self.num_epochs:
+            raise IndexError(f"The record has {self.num_epochs} epochs (0..{self.num_epochs - 1}); got {epoch}.")
+        return [int(i) for i in self.plans[epoch % self.num_epochs]["rows"]]
+
+    def top_k(self, k: int, by: str | Sequence[str] = "score", largest: bool = True) -> list[int]:
+        """The `k` row indices with the largest (or smallest) `by`, best first.
+
+        `by` is a `rows` column (`score`, `frequency`, `loss`, `entropy`, `ema_mean`, ...) or several, the
+        first deciding and the next breaking ties; rows whose value is NaN come last; remaining ties go to the
+        lower row index.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= self.num_rows:
+            raise ValueError(f"top_k must be an integer in [0, {self.num_rows}], got {k!r}.")
+        keys = [by] if isinstance(by, str) else list(by)
+        unknown = [name for name in keys if name not in self.rows.column_names or name == "kept_epochs"]
+        if not keys or unknown:
+            allowed = [c for c in self.rows.column_names if c not in ("kept_epochs", "row_index")]
+            raise ValueError(f"Cannot rank rows by {unknown or by!r}: choose from {allowed}.")
+        sort_keys: list[np.ndarray] = [self.column("row_index")]
+        for name in reversed(keys):  # np.lexsort: the last key is the primary one
+            values = self.column(name).astype(np.float64)
+            values = -values if largest else values
+            sort_keys.append(np.where(np.isnan(values), np.inf, values))
+        order = np.lexsort(sort_keys)[:k]
+        return [int(i) for i in self.column("row_index")[order]]
+
+    def kept_matrix(self) -> np.ndarray:
+        """Boolean matrix `[epochs, N]`: whether row i was in the plan of epoch e."""
+        kept = np.zeros((self.num_epochs, self.num_rows), dtype=bool)
+        plans = self.plans.with_format("numpy")
+        for e in range(self.num_epochs):
+            kept[e, np.asarray(plans[e]["rows"], dtype=np.int64)] = True
+        return kept
+
+    # ------------------------------------------------------------------ views
+    def to_dataset_dict(self) -> datasets.DatasetDict:
+        """`DatasetDict({"rows": ..., "plans": ...})`."""
+        return datasets.DatasetDict({"rows": self.rows, "plans": self.plans})
+
+    def card(self, plots: Sequence[str] = ()) -> DatasetCard:
+        """The dataset card (README.md) with the record's metadata as YAML; `plots`: image paths to embed."""
+        return build_card(self.metadata, plots=plots)
+
+    def summary(self) -> dict[str, Any]:
+        """See `summarize_pruning_record`."""
+        return summarize_pruning_record(self)
+
+    def save(self, directory: str | os.PathLike, *, plots: bool = False) -> str:
+        """See `save_pruning_record`."""
+        return save_pruning_record(self, directory, plots=plots)
+
+    def __repr__(self) -> str:
+        method = self.metadata.get("pruning_method")
+        return (
+            f"PruningRecord(method={method!r}, num_rows={self.num_rows}, num_epochs={self.num_epochs}, "
+            f"realized_saving={self.realized_saving:.4f})"
+        )
+
+
+# ---------------------------------------------------------------------- export
+def export_pruning_record(
+    state: PruningState,
+    *,
+    dataset: Any = None,
+    model_name: str | None = None,
+    options: Any = None,
+) -> PruningRecord:
+    """Build the `PruningRecord` of a `PruningState` (e.g. `trainer.pruning_state`).
+
+    Args:
+        state: the run's per-row statistics and per-epoch plans.
+        dataset: the training dataset, for its identity (name, config, split, length). The recorded
+            fingerprint is the one the trainer stored at training time (`state.metadata`); the dataset's
+            own is used only when the state has none. Its length must be `state.num_rows`.
+        model_name: the model's name or path (recorded in the card).
+        options: the pruning options: an `EMPConfig`, a `PruningOptions`, a dataclass or a mapping.
+            Default: `state.metadata["pruning_options"]` if the trainer stored it.
+    """
+    from . import __version__
+
+    n = state.num_rows
+    if dataset is not None and len(dataset) != n:
+        raise ValueError(
+            f"The dataset has {len(dataset)} rows but the pruning state has {n}: pass the training dataset."
+        )
+    tables = state.cpu_tables()
+    kept = state.kept_in_epoch().numpy()  # [E, N]
+
+    row_of_visit, epoch_of_visit = np.nonzero(kept.T)  # row-major: by row, then by epoch
+    kept_offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(row_of_visit, minlength=n), out=kept_offsets[1:])
+    rows_table = pa.table(
+        {
+            "row_index": pa.array(np.arange(n, dtype=np.int64)),
+            "frequency": pa.array(tables["frequency"].numpy().astype(np.int64)),
+            "score": pa.array(tables["score"].numpy().astype(np.float32)),
+            "loss": pa.array(tables["loss"].numpy().astype(np.float32)),
+            "entropy": pa.array(tables["entropy"].numpy().astype(np.float32)),
+            "ema_mean": pa.array(tables["ema_mean"].numpy().astype(np.float32)),
+            "last_epoch": pa.array(tables["last_epoch"].numpy().astype(np.int64)),
+            "kept_epochs": pa.ListArray.from_arrays(pa.array(kept_offsets), pa.array(epoch_of_visit.astype(np.int32))),
+        }
+    )
+    sizes = [len(p) for p in state.plans]
+    plan_offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=plan_offsets[1:])
+    plan_values = torch.cat([p.long() for p in state.plans]).numpy() if state.plans else np.zeros(0, dtype=np.int64)
+    plans_table = pa.table(
+        {
+            "epoch": pa.array(np.arange(len(sizes), dtype=np.int32)),
+            "rows": pa.ListArray.from_arrays(pa.array(plan_offsets), pa.array(plan_values.astype(np.int64))),
+            "size": pa.array(np.asarray(sizes, dtype=np.int64)),
+            "kept_fraction": pa.array(np.asarray(sizes, dtype=np.float64) / n),
+        }
+    )
+
+    identity = _dataset_identity(dataset)
+    fingerprint = state.metadata.get("dataset_fingerprint") or identity.pop("fingerprint", None)
+    identity.pop("fingerprint", None)
+    option_dict = _options_dict(
+        options if options is not None else state.metadata.get("pruning_options", state.metadata.get("options"))
+    )
+    metadata: dict[str, Any] = {
+        "format_version": RECORD_FORMAT_VERSION,
+        "emp_hf_version": __version__,
+        "pruning_method": state.metadata.get("pruning_method", option_dict.get("pruning_method")),
+        "prune_ratio": state.metadata.get("prune_ratio", option_dict.get("prune_ratio")),
+        "options": option_dict,
+        "model_name": model_name,
+        "dataset": {"fingerprint": fingerprint, "num_rows": n, **identity},
+        "num_rows": n,
+        "num_epochs": len(sizes),
+        "plan_sizes": sizes,
+        "realized_saving": state.realized_saving(),
+        "nonfinite_losses": int(state.nonfinite_count.item()),
+        "ema_decay": state.ema_decay,
+    }
+    extra = {k: v for k, v in state.metadata.items() if k not in _KNOWN_STATE_METADATA}
+    if extra:
+        metadata["extra"] = _jsonable(extra)
+    return PruningRecord(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
+
+
+def record_from_trainer(trainer: Any) -> PruningRecord:
+    """The `PruningRecord` of an `EMPTrainer` (its `pruning_state`, model name and `EMPConfig` options)."""
+    state = getattr(trainer, "pruning_state", None)
+    if state is None:
+        raise ValueError("The trainer has no pruning state: it was built without a train_dataset.")
+    return export_pruning_record(state, model_name=_model_name(trainer.model), options=trainer.args)
+
+
+# ---------------------------------------------------------------------- training output directories
+def find_pruning_state(path: str | os.PathLike, checkpoint: str | None = None) -> str:
+    """The `pruning_state.pt` of a training output: `path` itself (a file), `checkpoint` (a directory, a
+    name like `checkpoint-30`, or a step), a `pruning_state.pt` at the top level of `path`, else the latest
+    `checkpoint-*` directory that has one."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is neither a training output directory nor a {STATE_FILE} file.")
+    if checkpoint is not None:
+        candidates = [
+            checkpoint,
+            os.path.join(path, checkpoint),
+            os.path.join(path, f"checkpoint-{checkpoint}"),
+        ]
+        for candidate in candidates:
+            if os.path.isfile(os.path.join(candidate, STATE_FILE)):
+                return os.path.join(candidate, STATE_FILE)
+        raise FileNotFoundError(f"Checkpoint {checkpoint!r} of {path} has no {STATE_FILE}.")
+    if os.path.isfile(os.path.join(path, STATE_FILE)):
+        return os.path.join(path, STATE_FILE)
+    steps = []
+    for name in os.listdir(path):
+        match = _CHECKPOINT_RE.match(name)
+        if match and os.path.isfile(os.path.join(path, name, STATE_FILE)):
+            steps.append((int(match.group(1)), name))
+    if not steps:
+        raise FileNotFoundError(
+            f"{path} has no {STATE_FILE}, at its top level or in a checkpoint-* directory: it is not the "
+            "output of an EMPTrainer run that saved checkpoints (set save_strategy), nor a pruning record."
+        )
+    return os.path.join(path, max(steps)[1], STATE_FILE)
+
+
+def read_pruning_state(path: str | os.PathLike) -> PruningState:
+    """Load a `pruning_state.pt` (verified against its manifest when there is one) without knowing N."""
+    path = os.fspath(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = PruningState(int(payload["num_rows"]))
+    directory = os.path.dirname(path) or "."
+    if os.path.basename(path) == STATE_FILE and os.path.isfile(os.path.join(directory, MANIFEST_FILE)):
+        load_pruning_state(state, directory)
+    else:
+        state.load_state_dict(payload)
+    return state
+
+
+def record_from_output_dir(
+    path: str | os.PathLike,
+    checkpoint: str | None = None,
+    *,
+    model_name: str | None = None,
+    options: Any = None,
+    dataset: Any = None,
+) -> PruningRecord:
+    """Export the record of a training output directory, a checkpoint directory or a `pruning_state.pt`.
+
+    The state is chosen by `find_pruning_state`; the model name is read from the `config.json` next to it
+    when not given, and the global step from its `trainer_state.json`.
+    """
+    state_path = find_pruning_state(path, checkpoint)
+    directory = os.path.dirname(state_path)
+    state = read_pruning_state(state_path)
+    if model_name is None:
+        model_name = _model_name_from_config(os.path.join(directory, "config.json"))
+    record = export_pruning_record(state, dataset=dataset, model_name=model_name, options=options)
+    source: dict[str, Any] = {"checkpoint": os.path.basename(os.path.normpath(directory))}
+    trainer_state = os.path.join(directory, "trainer_state.json")
+    if os.path.isfile(trainer_state):
+        with open(trainer_state) as f:
+            source["global_step"] = json.load(f).get("global_step")
+    record.metadata["source"] = source
+    return record
+
+
+# ---------------------------------------------------------------------- save and load
+def save_pruning_record(record: PruningRecord, directory: str | os.PathLike, *, plots: bool = False) -> str:
+    """Write `record` to `directory`: `rows.parquet`, `plans.parquet`, `pruning_record.json` and the dataset
+    card `README.md` (and `plots/*.png`, embedded in the card, with `plots=True`). Returns the directory."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    _write_parquet(record.rows, os.path.join(directory, ROWS_FILE))
+    _write_parquet(record.plans, os.path.join(directory, PLANS_FILE))
+    with open(os.path.join(directory, RECORD_FILE), "w") as f:
+        json.dump(_jsonable(record.metadata), f, indent=2, sort_keys=True)
+        f.write("\n")
+    plot_paths: list[str] = []
+    if plots:
+        from .plots import save_pruning_plots
+
+        plot_paths = save_pruning_plots(record, os.path.join(directory, PLOTS_DIR))
+    relative = [os.path.relpath(p, directory).replace(os.sep, "/") for p in plot_paths]
+    record.card(plots=relative).save(os.path.join(directory, CARD_FILE))
+    return directory
+
+
+def is_record_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a directory written by `save_pruning_record`."""
+    return os.path.isfile(os.path.join(os.fspath(path), RECORD_FILE))
+
+
+def load_pruning_record(
+    repo_id_or_dir: str | os.PathLike, revision: str | None = None, token: str | bool | None = None
+) -> PruningRecord:
+    """Load a record from a local directory or a Hub dataset repo.
+
+    A local directory is a saved record (`save_pruning_record`) or, as a convenience, a training output /
+    checkpoint directory (the record is exported from its `pruning_state.pt`). Anything else is taken as
+    a Hub dataset repo id and downloaded with `huggingface_hub.snapshot_download` (`revision`, `token`;
+    `HF_TOKEN` and `HF_ENDPOINT` apply). With `HF_HUB_OFFLINE=1` only the local Hub cache is tried and a
+    miss raises `RecordOfflineError` at once.
+    """
+    path = os.fspath(repo_id_or_dir)
+    if os.path.isdir(path):
+        if is_record_dir(path):
+            return _load_record_dir(path)
+        return record_from_output_dir(path)
+    if os.path.isfile(path) and os.path.basename(path) == RECORD_FILE:
+        return _load_record_dir(os.path.dirname(path) or ".")
+    if os.path.isfile(path):
+        return record_from_output_dir(path)
+    return _load_record_dir(_download(path, revision=revision, token=token))
+
+
+def _load_record_dir(directory: str) -> PruningRecord:
+    with open(os.path.join(directory, RECORD_FILE)) as f:
+        metadata = json.load(f)
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > RECORD_FORMAT_VERSION:
+        raise ValueError(
+            f"{directory} holds a pruning record of format {version!r}; this emp_hf reads format "
+            f"{RECORD_FORMAT_VERSION} and older: upgrade emp_hf."
+        )
+    for name in (ROWS_FILE, PLANS_FILE):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise FileNotFoundError(f"The pruning record in {directory} is incomplete: {name} is missing.")
+    rows = _to_dataset(pq.read_table(os.path.join(directory, ROWS_FILE)))
+    plans = _to_dataset(pq.read_table(os.path.join(directory, PLANS_FILE)))
+    if len(rows) != metadata["num_rows"] or list(plans["epoch"]) != list(range(metadata["num_epochs"])):
+        raise ValueError(
+            f"The pruning record in {directory} is inconsistent: {len(rows)} rows and epochs "
+            f"{list(plans['epoch'])} for num_rows={metadata['num_rows']}, "
+            f"num_epochs={metadata['num_epochs']}."
+        )
+    return PruningRecord(rows=rows, plans=plans, metadata=metadata)
+
+
+def _offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -> str:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local directory, a {STATE_FILE} file, nor a valid Hub repo id."
+        ) from None
+    kwargs: dict[str, Any] = dict(repo_type="dataset", revision=revision, token=token, allow_patterns=RECORD_PATTERNS)
+    where = f"the Hub dataset repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "")
+    if _offline():
+        try:
+            return snapshot_download(repo_id, local_files_only=True, **kwargs)
+        except (LocalEntryNotFoundError, FileNotFoundError):
+            raise RecordOfflineError(
+                f"{repo_id!r} is not a local directory and {where} cannot be reached offline "
+                "(HF_HUB_OFFLINE=1) nor is it in the local Hub cache. Pass the local directory of a saved "
+                "pruning record (save_pruning_record / `emp-hf export`), or unset HF_HUB_OFFLINE."
+            ) from None
+    try:
+        return snapshot_download(repo_id, **kwargs)
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local directory, and {where} does not exist or is not accessible "
+            "(a private repo needs token= or HF_TOKEN)."
+        ) from e
+    except RevisionNotFoundError as e:
+        raise FileNotFoundError(f"{where}: revision not found.") from e
+    except LocalEntryNotFoundError as e:
+        raise ConnectionError(
+            f"{repo_id!r} is not a local directory and {where} could not be downloaded from "
+            f"{constants.ENDPOINT} (no network?). Pass the local directory of a saved pruning record, or set "
+            "HF_HUB_OFFLINE=1 to use the local Hub cache."
+        ) from e
+
+
+# ---------------------------------------------------------------------- selection
+def check_dataset(dataset: Any, record: PruningRecord) -> None:
+    """Raise `DatasetMismatchError` unless `dataset` has the record's length and (if both are known) its
+    `datasets` fingerprint."""
+    if len(dataset) != record.num_rows:
+        raise DatasetMismatchError(
+            f"The dataset has {len(dataset)} rows but the pruning record was made on a training dataset "
+            f"of {record.num_rows} rows: its row indices do not apply. Pass the training dataset, or "
+            "check=False."
+        )
+    expected = record.dataset_fingerprint
+    actual = getattr(dataset, "_fingerprint", None)
+    if expected and actual and expected != actual:
+        raise DatasetMismatchError(
+            f"The dataset's fingerprint {actual!r} differs from the training dataset's {expected!r} in the "
+            "pruning record: it is not the same data (or was processed differently). Pass check=False if you "
+            "know its rows are the training rows in the same order."
+        )
+
+
+def select_rows(
+    dataset: Any,
+    record: PruningRecord | PruningState | str | os.PathLike,
+    *,
+    epoch: int | None = None,
+    top_k: int | None = None,
+    by: str | Sequence[str] = "score",
+    check: bool = True,
+) -> Any:
+    """The rows of `dataset` chosen by a pruning record.
+
+    Pass exactly one of `epoch` (that epoch's plan, in training order; negative counts from the end) or
+    `top_k` (a static coreset: the `top_k` rows with the largest `by`, best first; see
+    `PruningRecord.top_k`). `record` may also be a `PruningState`, a directory or a Hub repo id. Returns
+    `dataset.select(...)` for a `datasets.Dataset`, else a `torch.utils.data.Subset`. With `check=True` a
+    dataset whose length or fingerprint differs from the record's raises `DatasetMismatchError`.
+    """
+    if isinstance(record, PruningState):
+        record = export_pruning_record(record)
+    elif not isinstance(record, PruningRecord):
+        record = load_pruning_record(record)
+    if (epoch is None) == (top_k is None):
+        raise ValueError("Pass exactly one of epoch= (an epoch's plan) or top_k= (a static coreset).")
+    if check:
+        check_dataset(dataset, record)
+    indices = record.plan(epoch) if epoch is not None else record.top_k(top_k, by=by)
+    if isinstance(dataset, datasets.Dataset):
+        return dataset.select(indices)
+    return torch.utils.data.Subset(dataset, indices)
+
+
+# ---------------------------------------------------------------------- summary and card
+def summarize_pruning_record(record: PruningRecord) -> dict[str, Any]:
+    """Rows, epochs, method, realised saving, frequency quantiles and the rows pruning never came back to.
+
+    `never_revisited_after_warmup` counts the rows that no pruned epoch (one with fewer than N rows) trained
+    on: a warm-up or anneal epoch trains on every row. It is None when no epoch was pruned.
+    """
+    frequency = record.column("frequency")
+    kept = record.kept_matrix()
+    sizes = record.plan_sizes
+    pruned = [e for e, size in enumerate(sizes) if size < record.num_rows]
+    quantiles = np.quantile(frequency, QUANTILES) if len(frequency) else [math.nan] * len(QUANTILES)
+    return {
+        "rows": record.num_rows,
+        "epochs": record.num_epochs,
+        "method": record.metadata.get("pruning_method"),
+        "prune_ratio": record.metadata.get("prune_ratio"),
+        "realized_saving": record.realized_saving,
+        "plan_sizes": sizes,
+        "pruned_epochs": len(pruned),
+        "model": record.metadata.get("model_name"),
+        "dataset_fingerprint": record.dataset_fingerprint,
+        "frequency_mean": float(frequency.mean()) if len(frequency) else math.nan,
+        "frequency_quantiles": {label: float(q) for label, q in zip(QUANTILE_LABELS, quantiles, strict=True)},
+        "never_visited": int((frequency == 0).sum()),
+        "never_revisited_after_warmup": int((~kept[pruned].any(axis=0)).sum()) if pruned else None,
+        "in_every_epoch": int(kept.all(axis=0).sum()) if record.num_epochs else 0,
+        "nonfinite_losses": record.metadata.get("nonfinite_losses"),
+        "emp_hf_version": record.metadata.get("emp_hf_version"),
+    }
+
+
+def build_card(metadata: Mapping[str, Any], plots: Sequence[str] = ()) -> DatasetCard:
+    """The dataset card of a record: YAML metadata (configs `rows` and `plans`, tags, an `emp_hf` block)
+    and a short description with a usage snippet."""
+    dataset = metadata.get("dataset", {})
+    method = metadata.get("pruning_method")
+    data_name = dataset.get("name") or dataset.get("fingerprint") or f"{metadata['num_rows']} rows"
+    data = DatasetCardData(
+        pretty_name=f"Pruning record: {method} on {data_name}",
+        tags=["emp-hf", "data-pruning", "pruning-record"],
+        configs=[
+            {"config_name": "rows", "data_files": ROWS_FILE, "default": True},
+            {"config_name": "plans", "data_files": PLANS_FILE},
+        ],
+        emp_hf=_jsonable(
+            {
+                key: metadata.get(key)
+                for key in (
+                    "format_version",
+                    "emp_hf_version",
+                    "pruning_method",
+                    "prune_ratio",
+                    "realized_saving",
+                    "num_rows",
+                    "num_epochs",
+                    "plan_sizes",
+                    "model_name",
+                    "dataset",
+                    "options",
+                )
+            }
+        ),
+    )
+    saving = metadata.get("realized_saving")
+    facts = [
+        ("pruning method", f"`{method}`"),
+        ("prune ratio", metadata.get("prune_ratio")),
+        ("realised saving", f"{saving:.4f}" if isinstance(saving, (int, float)) else saving),
+        ("epochs", metadata.get("num_epochs")),
+        ("rows trained per epoch", ", ".join(str(s) for s in metadata.get("plan_sizes", []))),
+        ("model", metadata.get("model_name")),
+        ("training dataset", dataset.get("name")),
+        ("dataset fingerprint", f"`{dataset.get('fingerprint')}`"),
+        ("dataset rows", metadata.get("num_rows")),
+        ("emp_hf version", metadata.get("emp_hf_version")),
+    ]
+    options = metadata.get("options") or {}
+    lines = [
+        f"# Pruning record: `{method}` on {data_name}",
+        "",
+        "Which rows of the training dataset each epoch of a dynamic data pruning run trained on, and the",
+        "per-row statistics the pruning decisions were made from. Written by `emp_hf`.",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in facts if value is not None),
+        "",
+    ]
+    if options:
+        lines += ["## Options", "", "| option | value |", "|---|---|"]
+        lines += [f"| `{key}` | `{value}` |" for key, value in sorted(options.items())] + [""]
+    lines += [
+        "## Files",
+        "",
+        f"- `{ROWS_FILE}` (config `rows`): one row per training example: `row_index`, `frequency`",
+        "  (epochs trained), `score` (what the method ranked by at its last decision), `loss` and",
+        "  `entropy` (last observed), `ema_mean`, `last_epoch`, `kept_epochs` (the epochs whose plan",
+        "  contained the row).",
+        f"- `{PLANS_FILE}` (config `plans`): one row per epoch: `epoch`, `rows` (row indices in training",
+        "  order), `size`, `kept_fraction`.",
+        f"- `{RECORD_FILE}`: the metadata above.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from emp_hf.record import load_pruning_record, select_rows",
+        "",
+        'record = load_pruning_record("<this repo id>")',
+        "last_epoch_subset = select_rows(train_dataset, record, epoch=-1)",
+        'coreset = select_rows(train_dataset, record, top_k=1000, by="score")',
+        "```",
+        "",
+    ]
+    if plots:
+        lines += ["## Pictures", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots] + [""]
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------------- helpers
+def _to_dataset(table: pa.Table) -> datasets.Dataset:
+    return datasets.Dataset(InMemoryTable(table))
+
+
+def _write_parquet(dataset: datasets.Dataset, path: str) -> None:
+    table = dataset.with_format("arrow")[:]  # respects an indices mapping; no progress bar
+    table = table.replace_schema_metadata(dataset.features.arrow_schema.metadata)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _dataset_identity(dataset: Any) -> dict[str, Any]:
+    if dataset is None:
+        return {}
+    identity: dict[str, Any] = {"fingerprint": getattr(dataset, "_fingerprint", None)}
+    info = getattr(dataset, "info", None)
+    if info is not None:
+        identity["name"] = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None)
+        identity["config"] = getattr(info, "config_name", None)
+    split = getattr(dataset, "split", None)
+    identity["split"] = str(split) if split is not None else None
+    return identity
+
+
+def _options_dict(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if hasattr(options, "pruning_options") and hasattr(options, "pruning_method"):  # an EMPConfig
+        return _jsonable({name: getattr(options, name) for name in PRUNING_ARG_FIELDS if hasattr(options, name)})
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return _jsonable(dataclasses.asdict(options))
+    if isinstance(options, Mapping):
+        return _jsonable(dict(options))
+    raise TypeError(f"options must be an EMPConfig, a dataclass or a mapping, got {type(options).__name__}.")
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` with tensors, numpy values and tuples turned into JSON/YAML types (others into strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _model_name(model: Any) -> str | None:
+    if model is None:
+        return None
+    name = getattr(model, "name_or_path", None)
+    if name and not os.path.isabs(str(name)):  # a local absolute path says nothing to others
+        return str(name)
+    config = getattr(model, "config", None)
+    architectures = getattr(config, "architectures", None)
+    return architectures[0] if architectures else type(model).__name__
+
+
+def _model_name_from_config(path: str) -> str | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        config = json.load(f)
+    name = config.get("_name_or_path")
+    if name and not os.path.isabs(name):  # a local absolute path says nothing to others
+        return name
+    architectures = config.get("architectures")
+    return architectures[0] if architectures else config.get("model_type")
