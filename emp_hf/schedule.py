@@ -5,9 +5,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import torch
+
+
+def floor_share(ratio: float, count: int) -> int:
+    """`floor(ratio * count)`, reading `ratio` as the decimal it was written as (0.29 * 100 -> 29, not 28)."""
+    return math.floor(Fraction(repr(float(ratio))) * count)
+
 
 Phase = Literal["warmup", "pruned", "anneal"]
 
@@ -25,7 +32,7 @@ class EpochSchedule:
     @property
     def num_keep(self) -> int:
         """`K = N - floor(p * N)`: the rows a pruned epoch visits."""
-        return self.num_rows - math.floor(self.prune_ratio * self.num_rows)
+        return self.num_rows - floor_share(self.prune_ratio, self.num_rows)
 
     @property
     def anneal_epochs(self) -> int:

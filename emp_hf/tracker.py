@@ -163,7 +163,7 @@ class PruningState:
                 f"{self.num_rows}: resume with the dataset the checkpoint was trained on."
             )
         self.ema_decay = state["ema_decay"]
-        self.tables = {name: t.to(self.device) for name, t in state["tables"].items()}
+        self.tables = {name: t.to(self.device, copy=True) for name, t in state["tables"].items()}
         self.plans = list(state["plans"])
         self.nonfinite_count = state["nonfinite_count"].to(self.device)
         self.metadata = dict(state["metadata"])

@@ -8,6 +8,8 @@ from typing import ClassVar
 
 import torch
 
+from ..schedule import floor_share
+
 Tables = dict[str, torch.Tensor]
 
 
@@ -97,15 +99,17 @@ def soft_prune(
     n = score.numel()
     seen = ~torch.isnan(score)
     weight = torch.ones(n, dtype=torch.float32)
-    if not bool(seen.any()):
-        return Selection(rows=torch.arange(n), weight=weight)
-    well_learned = seen & (score < score[seen].mean())
+    if not bool(seen.any()):  # nothing observed yet: nothing to rank by
+        if not num_prune:
+            return Selection(rows=torch.arange(n), weight=weight)
+        return Selection(rows=torch.randperm(n, generator=generator)[: n - num_prune], weight=weight)
+    well_learned = seen & (score.double() < score[seen].double().mean())
     candidates = torch.nonzero(well_learned).flatten()
     candidates = candidates[torch.randperm(candidates.numel(), generator=generator)]
     size = candidates.numel()
     if num_prune is None:
         assert ratio is not None
-        pruned = candidates[: int(ratio * size)]
+        pruned = candidates[: floor_share(ratio, size)]
         upweight = 1.0 / (1.0 - ratio)
     else:
         pruned = candidates[: min(num_prune, size)]
