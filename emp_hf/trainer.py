@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import logging
@@ -16,6 +15,7 @@ from transformers.utils import logging
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .config import EMPConfig
 from .data import RowIndexCollator, add_row_index
+from .distributed import gather_observations
 from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
@@ -320,16 +320,9 @@ class EMPTrainer(Trainer):
         return loss, entropy
 
     def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
-        """Gather (row, loss, entropy) from every process and record them. No host synchronisation."""
-        values = torch.stack([loss.float(), entropy.float()], dim=1)
-        rows = rows.to(values.device, torch.int64)
-        if self.accelerator.num_processes > 1:
-            pad = self._train_batch_size - rows.numel()
-            if pad > 0:  # a fixed size avoids gathering sizes first
-                rows = F.pad(rows, (0, pad), value=-1)
-                values = F.pad(values, (0, 0, 0, pad), value=float("nan"))
-            rows, values = self.accelerator.gather((rows.contiguous(), values.contiguous()))
-        self.pruning_state.update(rows, values[:, 0], values[:, 1], self._epoch)
+        """Record one micro-batch's observations from every process. No host synchronisation."""
+        rows, loss, entropy = gather_observations(self.accelerator, rows, loss, entropy, self._train_batch_size)
+        self.pruning_state.update(rows, loss, entropy, self._epoch)
 
     # ------------------------------------------------------------------ checkpoints and logging
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
