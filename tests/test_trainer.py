@@ -403,3 +403,31 @@ def test_nonfinite_per_example_losses_are_counted_not_recorded(tmp_path, text_da
     assert int(state.nonfinite_count) == int(state.frequency[odd].sum())
     assert state.epoch_plan_sizes == [96, 48, 48]  # plans stay valid: unobserved rows rank first
     assert trainer.pruning_summary()["pruning/nonfinite_losses"] == int(state.frequency[odd].sum())
+
+
+def test_corrupted_pruning_state_is_never_loaded(tmp_path, text_dataset):
+    args = make_args(tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2)
+    EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
+    state_file = tmp_path / "out" / "checkpoint-5" / "pruning_state.pt"
+    payload = bytearray(state_file.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    state_file.write_bytes(bytes(payload))
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset)
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        trainer.train(resume_from_checkpoint=str(state_file.parent))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("pruning_warmup_epochs", "1"), ("infobatch_match_budget", "yes"), ("memory_weight", None), ("epsilon", True)],
+)
+def test_config_rejects_wrong_types(tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"EMPConfig.{field}"):
+        EMPConfig(**{"output_dir": str(tmp_path), "num_train_epochs": 3, field: value})
+
+
+def test_other_rejected_settings(tmp_path):
+    with pytest.raises(ValueError, match="auto_find_batch_size"):
+        EMPConfig(output_dir=str(tmp_path), num_train_epochs=3, auto_find_batch_size=True)
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        EMPConfig(output_dir=str(tmp_path), num_train_epochs=2.5)
