@@ -2,6 +2,7 @@
 
 from .config import EMPConfig
 from .data import RowIndexCollator, RowIndexedDataset, add_row_index
+from .record import PruningRecord, export_pruning_record, load_pruning_record, select_rows
 from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, register_strategy
 from .tracker import PruningState
 from .trainer import EMPTrainer
@@ -13,11 +14,15 @@ __all__ = [
     "EMPConfig",
     "EMPTrainer",
     "PruningOptions",
+    "PruningRecord",
     "PruningState",
     "PruningStrategy",
     "RowIndexCollator",
     "RowIndexedDataset",
     "Selection",
     "add_row_index",
+    "export_pruning_record",
+    "load_pruning_record",
     "register_strategy",
+    "select_rows",
 ]

@@ -156,7 +156,7 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
         ("method", summary["method"]),
         ("prune ratio", summary["prune_ratio"]),
         ("realised saving", f"{summary['realized_saving']:.2%}"),
-        ("rows per epoch", ", ".join(str(s) for s in summary["plan_sizes"])),
+        ("rows per epoch", ", ".join(str(s) for s in summary["plan_sizes"]) or None),
         ("model", summary["model"]),
         ("dataset fingerprint", summary["dataset_fingerprint"]),
         ("frequency " + "/".join(QUANTILE_LABELS), " / ".join(_number(quantiles[k]) for k in QUANTILE_LABELS)),

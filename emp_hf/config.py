@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -93,6 +94,25 @@ class EMPConfig(TrainingArguments):
             "or other pruning options, instead of refusing."
         },
     )
+    push_pruning_record: bool = field(
+        default=False,
+        metadata={
+            "help": "Push the pruning record (per-row frequencies and scores, per-epoch plans) to a Hub dataset "
+            "repo at the end of training (main process only)."
+        },
+    )
+    pruning_record_repo_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset repo of the pruning record. Default: '<hub_model_id or output dir>-pruning-record'."
+        },
+    )
+    pruning_record_private: bool | None = field(
+        default=None, metadata={"help": "Make the pruning-record repo private. Default: hub_private_repo."}
+    )
+    pruning_record_push_on_save: bool = field(
+        default=False, metadata={"help": "With push_pruning_record: also push at every checkpoint save."}
+    )
 
     def __post_init__(self) -> None:
         self._validate_pruning_options()
@@ -139,6 +159,8 @@ class EMPConfig(TrainingArguments):
             fail("pruning_seed", "it must be an integer or None.")
         if not isinstance(self.pruning_index_column, str) or not self.pruning_index_column:
             fail("pruning_index_column", "it must be a non-empty column name.")
+        if self.push_pruning_record and os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
+            fail("push_pruning_record", "HF_HUB_OFFLINE is set, so nothing can be pushed; unset one of them.")
         if self.auto_find_batch_size:
             raise ValueError(
                 "EMPConfig.auto_find_batch_size=True is not supported: a retried batch size would count the "

@@ -57,7 +57,7 @@ def push_pruning_record(
     with tempfile.TemporaryDirectory(prefix="emp-hf-record-") as tmp:
         directory = _record_dir(record_or_dir, tmp, plots=plots)
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
-        if revision and not create_pr and not revision.startswith("refs/"):
+        if revision and revision != "main" and not create_pr and not revision.startswith("refs/"):
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
         return api.upload_folder(
             repo_id=repo_id,
@@ -84,11 +84,13 @@ def push_trainer_pruning_record(
     revision: str | None = None,
     token: str | bool | None = None,
     commit_message: str | None = None,
+    save_dir: str | os.PathLike | None = None,
 ) -> CommitInfo:
     """Export an `EMPTrainer`'s pruning record and push it (call it on the main process only).
 
     Unset arguments come from `trainer.args`: `pruning_record_repo_id` (default `default_record_repo_id`),
-    `pruning_record_private` (else `hub_private_repo`), `hub_revision`, `hub_token`.
+    `pruning_record_private` (else `hub_private_repo`), `hub_revision`, `hub_token`. With `save_dir` the
+    record is first saved there (so a failed push can be retried with `emp-hf push save_dir ...`).
     """
     args = trainer.args
     repo_id = repo_id or getattr(args, "pruning_record_repo_id", None) or default_record_repo_id(args)
@@ -106,8 +108,9 @@ def push_trainer_pruning_record(
     message = commit_message or (
         f"Pruning record at step {step} (emp_hf)" if step is not None else DEFAULT_COMMIT_MESSAGE
     )
+    source: PruningRecord | str = record if save_dir is None else save_pruning_record(record, save_dir)
     return push_pruning_record(
-        record, repo_id, private=private, revision=revision, token=token, commit_message=message
+        source, repo_id, private=private, revision=revision, token=token, commit_message=message
     )
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .checkpoint import MANIFEST_FILE, STATE_FILE, load_pruning_state
+from .checkpoint import MANIFEST_FILE, STATE_FILE, latest_complete_checkpoint, load_pruning_state
 from .tracker import PruningState
 
 RECORD_FORMAT_VERSION = 1
@@ -62,10 +61,8 @@ PRUNING_ARG_FIELDS = (
     "num_train_epochs",
     "max_steps",
 )
-_KNOWN_STATE_METADATA = ("pruning_method", "prune_ratio", "dataset_fingerprint", "pruning_options", "options")
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 QUANTILE_LABELS = ("min", "p10", "p25", "p50", "p75", "p90", "max")
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 class DatasetMismatchError(ValueError):
@@ -197,8 +194,8 @@ def export_pruning_record(
             fingerprint is the one the trainer stored at training time (`state.metadata`); the dataset's
             own is used only when the state has none. Its length must be `state.num_rows`.
         model_name: the model's name or path (recorded in the card).
-        options: the pruning options: an `EMPConfig`, a `PruningOptions`, a dataclass or a mapping.
-            Default: `state.metadata["pruning_options"]` if the trainer stored it.
+        options: the pruning options (an `EMPConfig`, a `PruningOptions`, a dataclass or a mapping), merged
+            over the options `EMPTrainer` stores in `state.metadata`.
     """
     from . import __version__
 
@@ -241,16 +238,15 @@ def export_pruning_record(
     identity = _dataset_identity(dataset)
     fingerprint = state.metadata.get("dataset_fingerprint") or identity.pop("fingerprint", None)
     identity.pop("fingerprint", None)
-    option_dict = _options_dict(
-        options if options is not None else state.metadata.get("pruning_options", state.metadata.get("options"))
-    )
+    stored = {k: v for k, v in state.metadata.items() if k != "dataset_fingerprint"}  # the trainer's options
+    option_dict = {**_options_dict(stored), **_options_dict(options)}
     metadata: dict[str, Any] = {
         "format_version": RECORD_FORMAT_VERSION,
         "emp_hf_version": __version__,
         "pruning_method": state.metadata.get("pruning_method", option_dict.get("pruning_method")),
         "prune_ratio": state.metadata.get("prune_ratio", option_dict.get("prune_ratio")),
         "options": option_dict,
-        "model_name": model_name,
+        "model_name": model_name or state.metadata.get("model_name"),
         "dataset": {"fingerprint": fingerprint, "num_rows": n, **identity},
         "num_rows": n,
         "num_epochs": len(sizes),
@@ -259,9 +255,6 @@ def export_pruning_record(
         "nonfinite_losses": int(state.nonfinite_count.item()),
         "ema_decay": state.ema_decay,
     }
-    extra = {k: v for k, v in state.metadata.items() if k not in _KNOWN_STATE_METADATA}
-    if extra:
-        metadata["extra"] = _jsonable(extra)
     return PruningRecord(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
 
 
@@ -270,14 +263,14 @@ def record_from_trainer(trainer: Any) -> PruningRecord:
     state = getattr(trainer, "pruning_state", None)
     if state is None:
         raise ValueError("The trainer has no pruning state: it was built without a train_dataset.")
-    return export_pruning_record(state, model_name=_model_name(trainer.model), options=trainer.args)
+    return export_pruning_record(state, model_name=model_name_of(trainer.model), options=trainer.args)
 
 
 # ---------------------------------------------------------------------- training output directories
 def find_pruning_state(path: str | os.PathLike, checkpoint: str | None = None) -> str:
     """The `pruning_state.pt` of a training output: `path` itself (a file), `checkpoint` (a directory, a
     name like `checkpoint-30`, or a step), a `pruning_state.pt` at the top level of `path`, else the latest
-    `checkpoint-*` directory that has one."""
+    `checkpoint-*` directory whose save finished."""
     path = os.fspath(path)
     if os.path.isfile(path):
         return path
@@ -295,17 +288,13 @@ def find_pruning_state(path: str | os.PathLike, checkpoint: str | None = None) -
         raise FileNotFoundError(f"Checkpoint {checkpoint!r} of {path} has no {STATE_FILE}.")
     if os.path.isfile(os.path.join(path, STATE_FILE)):
         return os.path.join(path, STATE_FILE)
-    steps = []
-    for name in os.listdir(path):
-        match = _CHECKPOINT_RE.match(name)
-        if match and os.path.isfile(os.path.join(path, name, STATE_FILE)):
-            steps.append((int(match.group(1)), name))
-    if not steps:
+    latest = latest_complete_checkpoint(path)  # skips checkpoints whose save did not finish
+    if latest is None:
         raise FileNotFoundError(
-            f"{path} has no {STATE_FILE}, at its top level or in a checkpoint-* directory: it is not the "
+            f"{path} has no complete {STATE_FILE}, at its top level or in a checkpoint-* directory: it is not the "
             "output of an EMPTrainer run that saved checkpoints (set save_strategy), nor a pruning record."
         )
-    return os.path.join(path, max(steps)[1], STATE_FILE)
+    return os.path.join(latest, STATE_FILE)
 
 
 def read_pruning_state(path: str | os.PathLike) -> PruningState:
@@ -684,7 +673,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _model_name(model: Any) -> str | None:
+def model_name_of(model: Any) -> str | None:
     if model is None:
         return None
     name = getattr(model, "name_or_path", None)

@@ -17,6 +17,7 @@ from .config import EMPConfig
 from .data import RowIndexCollator, add_row_index
 from .distributed import gather_observations
 from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
+from .record import model_name_of
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
 from .strategies import build_strategy
@@ -85,6 +86,7 @@ class EMPTrainer(Trainer):
         args = self.args
         state.metadata.update(
             dataset_fingerprint=self._dataset_fingerprint,
+            model_name=model_name_of(unwrap_peft(self.model)) if self.model is not None else None,
             pruning_method=args.pruning_method,
             pruning_seed=args.effective_pruning_seed,
             pruning_warmup_epochs=args.pruning_warmup_epochs,
@@ -102,7 +104,7 @@ class EMPTrainer(Trainer):
         differences = [
             f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
             for key, value in expected.items()
-            if saved.get(key) != value
+            if key != "model_name" and saved.get(key) != value
         ]
         if differences and not self.args.ignore_pruning_state_mismatch:
             raise ValueError(
@@ -133,6 +135,10 @@ class EMPTrainer(Trainer):
             self._load_pruning_state(resume_from_checkpoint)
         self._planner = None
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        if self.is_world_process_zero():
+            save_pruning_state(self.pruning_state, self.args.output_dir)  # `emp-hf export/inspect OUTPUT_DIR`
+            if self.args.push_pruning_record:
+                self._push_pruning_record(save_dir=os.path.join(self.args.output_dir, "pruning_record"))
         summary = self.pruning_summary(num_epochs=len(self.pruning_state.plans))
         output.metrics.update({f"train_{k.split('/')[-1]}": v for k, v in summary.items()})
         return output
@@ -332,6 +338,18 @@ class EMPTrainer(Trainer):
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             save_pruning_state(self.pruning_state, folder)
+            if self.args.push_pruning_record and self.args.pruning_record_push_on_save:
+                self._push_pruning_record()
+
+    def _push_pruning_record(self, save_dir: str | None = None) -> None:
+        """Push the pruning record to the Hub; a failure is logged with the command that retries it."""
+        from .hub import push_trainer_pruning_record
+
+        try:
+            push_trainer_pruning_record(self, save_dir=save_dir)
+        except Exception as error:  # a finished run must not crash on a network error
+            retry = f"emp-hf push {save_dir or self.args.output_dir} --repo-id <repo>"
+            logger.error(f"Pushing the pruning record failed ({error}). Retry with: {retry}")
 
     def pruning_summary(self, num_epochs: int | None = None) -> dict[str, float]:
         """Kept fraction of the latest epoch, realised saving so far, and a frequency summary."""
