@@ -45,9 +45,9 @@ def make_image_dataset(n: int = 64, size: int = 8, seed: int = 0) -> datasets.Da
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 3
     pixels = torch.randn(n, 3, size, size, generator=g) * 0.1 + labels.view(-1, 1, 1, 1).float()
-    return datasets.Dataset.from_dict(
-        {"pixel_values": pixels.tolist(), "labels": labels.tolist()}
-    ).with_format("torch")
+    return datasets.Dataset.from_dict({"pixel_values": pixels.tolist(), "labels": labels.tolist()}).with_format(
+        "torch"
+    )
 
 
 def make_vit(seed: int = 0) -> ViTForImageClassification:

@@ -18,9 +18,7 @@ from datasets import DatasetDict
 
 from emp_hf import offline_data as od
 
-needs_sentiment = pytest.mark.skipif(
-    not od.sentiment_available(), reason="VADER sentences not installed (make setup)"
-)
+needs_sentiment = pytest.mark.skipif(not od.sentiment_available(), reason="VADER sentences not installed (make setup)")
 needs_fashion_mnist = pytest.mark.skipif(
     not od.fashion_mnist_available(), reason="Fashion-MNIST not installed (make setup)"
 )
