@@ -157,6 +157,13 @@ class EMPTrainer(Trainer):
         args = self.args
         if self.accelerator.split_batches:
             raise ValueError("EMPTrainer does not support accelerator_config.split_batches=True.")
+        if self.accelerator.num_processes > 1 and not self.accelerator.even_batches:
+            raise ValueError(
+                "EMPTrainer needs accelerator_config.even_batches=True (the default) with several processes: "
+                "with even_batches=False a plan whose batch count is not a multiple of the number of processes "
+                "gives the processes different numbers of batches, and training stops mid-run. The loop-back "
+                "duplicates that even_batches adds are not double-counted by the pruning state."
+            )
         self._step_counter = StepCounter(
             batch_size=self._train_batch_size,
             num_processes=self.accelerator.num_processes,
