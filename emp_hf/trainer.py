@@ -77,6 +77,12 @@ class EMPTrainer(Trainer):
         self._step_counter: StepCounter | None = None
         self._epoch = 0
         self._warned_regression = False
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.accelerator.num_processes == 1:
+            raise RuntimeError(
+                f"{launched} processes were launched but EMPTrainer sees one: each would train alone on all the "
+                "data and write the same output_dir. On a machine without GPUs set use_cpu=True."
+            )
 
     # ------------------------------------------------------------------ state
     def _new_pruning_state(self) -> PruningState | None:
@@ -261,8 +267,8 @@ class EMPTrainer(Trainer):
         kwargs["num_update_steps_per_epoch"] = self._step_counter.update_steps(plan_size)
         if not self.strategy.fixed_budget and self.args.max_steps <= 0:
             self._retarget_budget()
-        self.log(self.pruning_summary(num_epochs=epoch + 1))
         super()._run_epoch(**kwargs)
+        self.log(self.pruning_summary(num_epochs=epoch + 1))  # the epoch just trained, and the run so far
 
     def _retarget_budget(self) -> None:
         """InfoBatch without budget matching: re-estimate the total steps now that this epoch's size is known."""
