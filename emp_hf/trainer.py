@@ -67,8 +67,8 @@ class EMPTrainer(Trainer):
         self.strategy = build_strategy(args.pruning_method, args.pruning_options)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
-        if self.model is not None and per_example_loss_func is None:
-            self._task = infer_task(self.model)
+        self._problem_type: str | None = None
+        self._resolve_head()
         if self.strategy.uses_weights:
             self.loss_is_scaled_for_ga = False  # the reweighted loss is a per-batch mean
         self.pruning_state: PruningState | None = self._new_pruning_state()
@@ -130,8 +130,7 @@ class EMPTrainer(Trainer):
     ) -> TrainOutput:
         if self.train_dataset is None:
             raise ValueError("EMPTrainer: training requires a train_dataset.")
-        if self.per_example_loss_func is None and self._task is None and self.model is not None:
-            self._task = infer_task(self.model)
+        self._resolve_head()
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
             resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -319,13 +318,17 @@ class EMPTrainer(Trainer):
         inputs.pop(self.args.pruning_index_column, None)  # evaluating on an indexed dataset
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
+    def _resolve_head(self) -> None:
+        """Which per-example loss the model needs: fails before training for a head emp_hf does not know."""
+        if self.per_example_loss_func is None and self.model is not None:
+            self._task = infer_task(self.model)
+            self._problem_type = getattr(getattr(unwrap_peft(self.model), "config", None), "problem_type", None)
+
     def _per_example(self, outputs: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.per_example_loss_func is not None:
             return self.per_example_loss_func(outputs, labels)
-        config = getattr(unwrap_peft(self.accelerator.unwrap_model(self.model)), "config", None)
-        problem_type = getattr(config, "problem_type", None)
         loss, entropy = per_example_stats(
-            outputs, labels, self._task, self.args.label_smoothing_factor, problem_type=problem_type
+            outputs, labels, self._task, self.args.label_smoothing_factor, problem_type=self._problem_type
         )
         if (
             not self._warned_regression
