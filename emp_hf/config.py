@@ -60,8 +60,9 @@ class EMPConfig(TrainingArguments):
     emp_selection: str = field(
         default="sample",
         metadata={
-            "help": "How EMP turns scores into an epoch's rows: 'sample' (proportional to score), 'topk', "
-            "'epsilon_greedy' or 'soft' (InfoBatch's rule on the EMP score, budget-matched).",
+            "help": "How EMP turns scores into an epoch's rows: 'sample' (proportional to score), 'spaced' (half "
+            "the longest-unvisited rows, half sampled by score), 'topk', 'epsilon_greedy' or 'soft' (InfoBatch's "
+            "rule on the EMP score, budget-matched).",
             "choices": list(EMP_SELECTIONS),
         },
     )

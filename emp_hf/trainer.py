@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, TrainOutput
 from transformers.utils import logging
 
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
@@ -267,7 +267,8 @@ class EMPTrainer(Trainer):
         if not self.strategy.fixed_budget and self.args.max_steps <= 0:
             self._retarget_budget()
         super()._run_epoch(**kwargs)
-        self.log(self.pruning_summary(num_epochs=epoch + 1))  # the epoch just trained, and the run so far
+        if self.args.logging_strategy != IntervalStrategy.NO:  # the epoch just trained, and the run so far
+            self.log(self.pruning_summary(num_epochs=epoch + 1))
 
     def _retarget_budget(self) -> None:
         """InfoBatch without budget matching: re-estimate the total steps now that this epoch's size is known."""

@@ -8,6 +8,8 @@ scores into the `K` rows of an epoch (see `docs/methods.md` for the evidence beh
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import (
@@ -21,7 +23,10 @@ from .base import (
 )
 from .registry import register_strategy
 
-EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft")
+EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft", "spaced")
+
+#: Share of a `"spaced"` epoch given to the least recently visited rows (the revisit guarantee).
+SPACED_COVERAGE_SHARE = 0.5
 
 
 def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -34,6 +39,43 @@ def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator) -> tor
     keys = torch.log(score.double().clamp_min(0.0)) + gumbel
     keys = torch.where(torch.isnan(score), float("inf"), keys)
     return rank_descending(keys, generator)[:k]
+
+
+def spaced_revisit_interval(num_rows: int, k: int, coverage_share: float = SPACED_COVERAGE_SHARE) -> int:
+    """Under `spaced_selection`, every row is visited at least once in any this many consecutive pruned epochs."""
+    return math.ceil(num_rows / max(_coverage_slots(k, coverage_share), 1))
+
+
+def _coverage_slots(k: int, coverage_share: float) -> int:
+    return min(k, max(1, math.ceil(coverage_share * k))) if k > 0 else 0
+
+
+def spaced_selection(
+    score: torch.Tensor,
+    last_epoch: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    coverage_share: float = SPACED_COVERAGE_SHARE,
+) -> torch.Tensor:
+    """`k` rows: the `ceil(coverage_share * k)` least recently visited, the rest sampled by score.
+
+    The coverage part is a spaced-repetition queue: rows come back oldest last visit first (ties broken by
+    `generator`, never-visited rows first), so every row is visited at least once in any
+    `ceil(N / ceil(coverage_share * k))` consecutive pruned epochs (`spaced_revisit_interval`), whatever the
+    scores: the rows ahead of a row in the queue were last visited no later than it, each epoch that skips it
+    takes `ceil(coverage_share * k)` of them, and none of them gets ahead of it again. The other
+    rows are drawn from the remaining ones without replacement with probability proportional to the score
+    (Gumbel-top-k, as `"sample"`), so hard, un-memorised rows are revisited more often than the others.
+    """
+    n = score.numel()
+    k = min(k, n)
+    slots = _coverage_slots(k, coverage_share)
+    perm = torch.randperm(n, generator=generator)
+    oldest_first = perm[torch.sort(last_epoch[perm], stable=True).indices]
+    due = oldest_first[:slots]
+    rest = oldest_first[slots:]
+    sampled = rest[gumbel_top_k(score[rest], k - slots, generator)]
+    return torch.cat([due, sampled])
 
 
 @register_strategy
@@ -58,4 +100,9 @@ class EnhanceMemoryPruning(PruningStrategy):
             return Selection(rows=greedy_with_exploration(score, num_keep, self.options.epsilon, generator))
         if rule == "soft":
             return soft_prune(score, generator, num_prune=score.numel() - num_keep)
+        if rule == "spaced":
+            last_epoch = tables.get("last_epoch")
+            if last_epoch is None:  # tables without visit history: every row is equally due
+                last_epoch = torch.zeros(score.numel(), dtype=torch.int64)
+            return Selection(rows=spaced_selection(score, last_epoch, num_keep, generator))
         raise ValueError(f"Unknown emp_selection {rule!r}; choose one of {EMP_SELECTIONS}.")
