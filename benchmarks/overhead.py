@@ -84,7 +84,10 @@ def main() -> None:
     parser.add_argument("--prune-ratio", type=float, default=0.7)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a CPU)")
     opts = parser.parse_args()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
 
     data = build_data(opts.rows, opts.seq_len, opts.vocab)
     arms = ["trainer", "none", "pruned"]
