@@ -28,35 +28,42 @@ save_strategy no, remove_unused_columns False (the transform needs the raw image
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-import transformers
 from datasets import Dataset, DatasetDict, load_dataset
+from recipe_utils import (
+    cpu_processes_without_accelerator,
+    full_data_steps,
+    hub_offline,
+    log_process,
+    parse_recipe_args,
+    print_summary,
+    pruning_metrics,
+    pruning_summary,
+    save_metrics,
+    setup_logging,
+    train_and_save,
+)
 from torch import nn
-from transformers import HfArgumentParser, ViTConfig, ViTModel, set_seed
+from transformers import ViTConfig, ViTModel, set_seed
 
 from emp_hf import EMPConfig, EMPTrainer
 from emp_hf.contrastive import SimCLRModel, contrastive_per_example_loss
-from emp_hf.schedule import StepCounter
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 OFFLINE_HINT = (
     f"Without network, pre-train on the offline dataset instead: `--dataset_name {OFFLINE_DATASET}` (Fashion-MNIST, "
     "installed by `make setup`)."
 )
-HUB_PROBE_TIMEOUT = 3.0
 DATASET_ALIASES = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 IMAGE_COLUMNS = ("img", "image", "pixel_values")
 LABEL_COLUMNS = ("fine_label", "label", "labels")
@@ -291,23 +298,6 @@ class TwoViews:
         return {"pixel_values": views}
 
 
-def hub_offline() -> bool:
-    """Whether the Hub is off limits (`HF_HUB_OFFLINE`, or a quick probe fails; then offline mode is switched on)."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    if constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE:
-        return True
-    try:
-        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
-    except Exception as err:  # any transport failure: DNS, refused, timeout, proxy
-        logger.warning(f"The Hugging Face Hub is unreachable ({err}); using only cached files (offline mode).")
-        constants.HF_HUB_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
-        return True
-    return False
-
-
 def load_raw_datasets(data_args: DataArguments) -> tuple[DatasetDict, str, str]:
     """`DatasetDict` with `train` and `test`, its image column and its label column."""
     if data_args.dataset_name == OFFLINE_DATASET:
@@ -398,70 +388,19 @@ def linear_probe(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def cpu_processes_without_accelerator() -> None:
-    """Several processes (`accelerate launch`) on a machine without GPUs train together on CPU (gloo).
-
-    Accelerate only forms a CPU process group when asked to use the CPU; otherwise every process finds no GPU
-    and trains alone on all the data. Call before the arguments are parsed.
-    """
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-
-
-def check_world_size(training_args: EMPConfig) -> None:
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != training_args.world_size:
-        raise RuntimeError(
-            f"{launched} processes were launched but training would use {training_args.world_size}: on a machine "
-            "without GPUs pass --use_cpu true (or launch with `accelerate launch --multi_gpu` on GPUs)."
-        )
-
-
 def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, EMPConfig]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, EMPConfig))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(os.path.abspath(argv[0])) as f:
-            return parser.parse_dict({**RECIPE_DEFAULTS, **json.load(f)})
-    defaults = [item for key, value in RECIPE_DEFAULTS.items() for item in (f"--{key}", str(value))]
-    return parser.parse_args_into_dataclasses(args=defaults + argv)  # later flags win
-
-
-def full_data_steps(num_rows: int, args: EMPConfig, num_processes: int) -> int:
-    """Optimizer steps of the same run without pruning (batches sharded as Accelerate does)."""
-    if args.max_steps > 0:
-        return args.max_steps
-    counter = StepCounter(
-        batch_size=args.per_device_train_batch_size,
-        num_processes=num_processes,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        drop_last=args.dataloader_drop_last,
-    )
-    return counter.update_steps(num_rows) * int(args.num_train_epochs)
+    return parse_recipe_args((ModelArguments, DataArguments, EMPConfig), argv, defaults=RECIPE_DEFAULTS)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     cpu_processes_without_accelerator()
     model_args, data_args, training_args = parse_args(argv)
-    check_world_size(training_args)
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args, logger, transformers_explicit_format=False)
     if training_args.remove_unused_columns:
         logger.warning("Setting remove_unused_columns=False: the augmentation transform reads the raw image column.")
         training_args.remove_unused_columns = False
-    logger.warning(
-        f"Process rank: {training_args.process_index}, device: {training_args.device}, "
-        f"world size: {training_args.world_size}, pruning: {training_args.pruning_method}"
-    )
+    log_process(training_args, logger)
 
     # Data first: a missing dataset fails before anything slow happens.
     data, image_column, label_column = load_raw_datasets(data_args)
@@ -480,22 +419,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_dataset=train_dataset,
         per_example_loss_func=contrastive_per_example_loss(model_args.temperature),
     )
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.save_state()
+    train_result = train_and_save(trainer)
 
-    state = trainer.pruning_state
     full_steps = full_data_steps(len(train_dataset), training_args, training_args.world_size)
     train_metrics = {
         **train_result.metrics,
         "train_samples": len(train_dataset),
-        "realized_saving": state.realized_saving(),
-        "optimizer_steps": trainer.state.global_step,
-        "full_data_optimizer_steps": full_steps,
-        "plan_sizes": state.epoch_plan_sizes,
+        **pruning_metrics(trainer, full_steps),
     }
     results: dict[str, Any] = dict(train_metrics)
     if trainer.is_world_process_zero():
@@ -508,18 +438,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "probe_test_samples": len(data["test"]),
         }
         train_metrics["wall_clock_seconds"] = time.perf_counter() - start
-        trainer.log_metrics("train", {k: v for k, v in train_metrics.items() if not isinstance(v, list)})
-        trainer.save_metrics("train", train_metrics)
-        trainer.log_metrics("eval", probe)
-        trainer.save_metrics("eval", probe)
+        save_metrics(trainer, train_metrics, probe)
         results.update(train_metrics, **probe)
         lines = [
             f"Contrastive recipe: {data_args.dataset_name}, {model_args.encoder} encoder, {len(train_dataset)} "
             f"training images, {training_args.world_size} process(es)",
-            f"method             {training_args.pruning_method} (prune_ratio {training_args.prune_ratio})",
-            f"plan sizes         {state.epoch_plan_sizes} of {state.num_rows} rows",
-            f"realised saving    {state.realized_saving():.1%} of the example visits",
-            f"optimizer steps    {trainer.state.global_step} (full data: {full_steps})",
+            *pruning_summary(trainer, full_steps),
             f"wall-clock time    {train_metrics['wall_clock_seconds']:.1f} s "
             f"(training {train_metrics.get('train_runtime', float('nan')):.1f} s, "
             f"probe {probe['probe_seconds']:.1f} s)",
@@ -528,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if probe_init:
             lines.append(f"probe at init      {probe_init['probe_init_accuracy']:.4f}")
         lines.append(f"results            {os.path.join(training_args.output_dir, 'all_results.json')}")
-        print("\n" + "=" * 72 + "\n" + "\n".join(lines) + "\n" + "=" * 72, flush=True)
+        print_summary(lines)
     trainer.accelerator.wait_for_everyone()
     return results
 

@@ -27,10 +27,7 @@ steps and the wall-clock time, and writes the training-frequency histogram to `o
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,20 +40,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
-from datasets import DatasetDict, load_dataset
+from datasets import DatasetDict
+from recipe_utils import (
+    cpu_processes_without_accelerator,
+    full_data_steps,
+    load_hub_dataset,
+    log_process,
+    parse_recipe_args,
+    report,
+    setup_logging,
+    train_and_save,
+)
+from recipe_utils import from_hub as from_hub_or_hint
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     EvalPrediction,
-    HfArgumentParser,
     ViTConfig,
     ViTForImageClassification,
     set_seed,
 )
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.schedule import StepCounter
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 DATASET_ALIASES = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
@@ -65,7 +71,6 @@ OFFLINE_HINT = (
     f"Without network, train on the offline dataset instead: `--dataset_name {OFFLINE_DATASET} "
     "--vit_from_scratch` (Fashion-MNIST at 32x32x3, installed by `make setup`)."
 )
-HUB_PROBE_TIMEOUT = 3.0
 
 logger = logging.getLogger(__name__)
 
@@ -268,150 +273,9 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def hub_offline() -> bool:
-    """Whether the Hub is off limits: `HF_HUB_OFFLINE` is set, or a quick probe of the endpoint fails.
-
-    After a failed probe, offline mode is switched on for this process: cached datasets and models still load
-    and nothing waits on retries (`datasets` retries an unreachable Hub for about 23 s otherwise).
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE:
-        return True
-    if not _hub_reachable():
-        constants.HF_HUB_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
-        return True
-    return False
-
-
-@functools.cache
-def _hub_reachable() -> bool:
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
-    except Exception as err:  # any transport failure: DNS, refused, timeout, proxy
-        logger.warning(f"The Hugging Face Hub is unreachable ({err}); using only cached files (offline mode).")
-        return False
-    return True
-
-
-def load_hub_dataset(name: str, config_name: str | None, model_args: ModelArguments) -> DatasetDict:
-    hub_offline()
-    try:
-        return load_dataset(name, config_name, cache_dir=model_args.cache_dir, token=model_args.token)
-    except ConnectionError as err:
-        raise ConnectionError(
-            f"Cannot load the dataset {name!r}{f' ({config_name})' if config_name else ''} from the Hugging "
-            f"Face Hub: {err}. {OFFLINE_HINT}"
-        ) from err
-
-
 def from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name)`, naming the offline task when a Hub model cannot be reached."""
-    if not os.path.isdir(name):
-        hub_offline()
-    try:
-        return loader.from_pretrained(name, **kwargs)
-    except OSError as err:
-        if os.path.isdir(name) or not hub_offline():
-            raise
-        raise OSError(f"Cannot load {name!r} without the Hugging Face Hub: {err}\n{OFFLINE_HINT}") from err
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reporting
-# ----------------------------------------------------------------------------------------------------------
-
-
-def full_data_steps(num_rows: int, args: EMPConfig, num_processes: int) -> int:
-    """Optimizer steps of the same run without pruning (batches sharded as Accelerate does)."""
-    if args.max_steps > 0:
-        return args.max_steps
-    counter = StepCounter(
-        batch_size=args.per_device_train_batch_size,
-        num_processes=num_processes,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        drop_last=args.dataloader_drop_last,
-    )
-    return counter.update_steps(num_rows) * int(args.num_train_epochs)
-
-
-def save_frequency_pictures(trainer: EMPTrainer, directory: str) -> list[str]:
-    """The per-row training-frequency histogram (`emp_hf.plots` when available), on the main process only."""
-    if not trainer.is_world_process_zero():
-        return []
-    try:
-        from emp_hf.plots import save_pruning_plots
-    except ImportError:
-        save_pruning_plots = None
-    if save_pruning_plots is not None:
-        return [str(p) for p in save_pruning_plots(trainer.pruning_state, directory)]
-    from matplotlib.figure import Figure  # no pyplot state: safe in any process or thread
-
-    state = trainer.pruning_state
-    frequency = state.frequency.cpu().numpy()
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.hist(frequency, bins=np.arange(frequency.max() + 2) - 0.5, rwidth=0.85)
-    ax.set_xlabel("times trained on")
-    ax.set_ylabel("training rows")
-    ax.set_title(
-        f"{state.metadata.get('pruning_method')} (prune_ratio {state.metadata.get('prune_ratio')}): "
-        f"saving {state.realized_saving():.1%}"
-    )
-    path = os.path.join(directory, "frequency_histogram.png")
-    fig.savefig(path, dpi=100)
-    return [path]
-
-
-def report(
-    trainer: EMPTrainer,
-    train_metrics: dict[str, Any],
-    eval_metrics: dict[str, Any],
-    *,
-    title: str,
-    full_steps: int,
-    start: float,
-) -> dict[str, Any]:
-    """Print and save (`all_results.json`) the metrics, realised saving, steps and time; draw the histogram."""
-    state = trainer.pruning_state
-    train_metrics = {
-        **train_metrics,
-        "realized_saving": state.realized_saving(),
-        "optimizer_steps": trainer.state.global_step,
-        "full_data_optimizer_steps": full_steps,
-        "plan_sizes": state.epoch_plan_sizes,
-    }
-    train_metrics["wall_clock_seconds"] = time.perf_counter() - start
-    trainer.log_metrics("train", {k: v for k, v in train_metrics.items() if not isinstance(v, list)})
-    trainer.save_metrics("train", train_metrics)
-    trainer.log_metrics("eval", eval_metrics)
-    trainer.save_metrics("eval", eval_metrics)
-    pictures = save_frequency_pictures(trainer, trainer.args.output_dir)
-    if trainer.is_world_process_zero():
-        args = trainer.args
-        lines = [
-            title,
-            f"method             {args.pruning_method} (prune_ratio {args.prune_ratio})",
-            f"plan sizes         {state.epoch_plan_sizes} of {state.num_rows} rows",
-            f"realised saving    {state.realized_saving():.1%} of the example visits",
-            f"optimizer steps    {trainer.state.global_step} (full data: {full_steps})",
-            f"wall-clock time    {train_metrics['wall_clock_seconds']:.1f} s "
-            f"(training {train_metrics.get('train_runtime', float('nan')):.1f} s)",
-        ]
-        lines += [f"{k:<18} {v:.4f}" for k, v in eval_metrics.items() if k.startswith("eval_") and _is_score(k, v)]
-        lines += [f"frequency plot     {p}" for p in pictures]
-        lines.append(f"results            {os.path.join(args.output_dir, 'all_results.json')}")
-        print("\n" + "=" * 72 + "\n" + "\n".join(lines) + "\n" + "=" * 72, flush=True)
-    return {**train_metrics, **eval_metrics, "pictures": pictures}
-
-
-def _is_score(key: str, value: Any) -> bool:
-    skip = ("runtime", "per_second", "loss", "epoch", "samples")
-    return isinstance(value, float) and not any(s in key for s in skip)
+    """`loader.from_pretrained(name)`, naming the offline dataset when a Hub model cannot be reached."""
+    return from_hub_or_hint(loader, name, offline_hint=OFFLINE_HINT, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -419,32 +283,8 @@ def _is_score(key: str, value: Any) -> bool:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def cpu_processes_without_accelerator() -> None:
-    """Several processes (`accelerate launch`, `torchrun`) on a machine without GPUs train together on CPU.
-
-    Accelerate only forms a CPU process group (gloo) when asked to use the CPU; otherwise every process finds
-    no GPU and trains alone on all the data. Call before the arguments are parsed.
-    """
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-
-
-def check_world_size(training_args: EMPConfig) -> None:
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and training_args.world_size == 1:  # each process would train alone on all the data
-        raise RuntimeError(
-            f"{launched} processes were launched but training would use {training_args.world_size}: on a machine "
-            "without GPUs pass --use_cpu true (or launch with `accelerate launch --multi_gpu` on GPUs)."
-        )
-
-
 def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArguments, EMPConfig]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, EMPConfig))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_recipe_args((ModelArguments, DataTrainingArguments, EMPConfig), argv)
 
 
 def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> DatasetDict:
@@ -459,7 +299,13 @@ def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArgumen
             max_test=data_args.max_eval_samples,
         )
         return DatasetDict({"train": data["train"], "eval": data["test"]})
-    raw = load_hub_dataset(data_args.dataset_name, data_args.dataset_config_name, model_args)
+    raw = load_hub_dataset(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+        offline_hint=OFFLINE_HINT,
+    )
     eval_split = data_args.eval_split or next((s for s in ("validation", "test") if s in raw), None)
     if eval_split is None:
         if not 0 < data_args.train_val_split < 1:
@@ -484,23 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     cpu_processes_without_accelerator()
     model_args, data_args, training_args = parse_args(argv)
-    check_world_size(training_args)
-
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-    logger.warning(
-        f"Process rank: {training_args.process_index}, device: {training_args.device}, "
-        f"world size: {training_args.world_size}, pruning: {training_args.pruning_method}"
-    )
+    setup_logging(training_args, logger)
+    log_process(training_args, logger)
     if training_args.remove_unused_columns:
         # The transform needs the raw image column, which the Trainer would drop (as in run_image_classification).
         training_args.remove_unused_columns = False
@@ -628,12 +459,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compute_metrics=compute_metrics,
     )
 
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.save_state()
+    train_result = train_and_save(trainer)
     train_metrics = dict(train_result.metrics)
     train_metrics["train_samples"] = len(train_dataset)
     train_metrics["model_parameters"] = num_params

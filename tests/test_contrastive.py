@@ -38,6 +38,8 @@ needs_fashion = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashio
 
 
 def _load_recipe():
+    if str(RECIPE.parent) not in sys.path:
+        sys.path.insert(0, str(RECIPE.parent))  # as when run as a script: the recipe imports its sibling recipe_utils
     spec = importlib.util.spec_from_file_location("recipes_contrastive", RECIPE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up

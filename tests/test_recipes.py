@@ -35,6 +35,8 @@ needs_fashion = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashio
 
 
 def _load(name: str):
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))  # as when run as a script: the recipes import their sibling recipe_utils
     spec = importlib.util.spec_from_file_location(f"recipes_{name}", RECIPES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -44,6 +46,7 @@ def _load(name: str):
 
 glue = _load("glue")
 image_classification = _load("image_classification")
+recipe_utils = sys.modules["recipe_utils"]
 
 
 @pytest.fixture
@@ -207,7 +210,7 @@ def test_unreachable_hub_fails_fast_without_offline_variable(tmp_path, monkeypat
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(glue, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(recipe_utils, "_hub_reachable", lambda: False)
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match="sentiment_offline"):
         glue.main(["--task_name", "rte", "--model_name_or_path", "bert-base-uncased", "--output_dir", str(tmp_path)])

@@ -1,0 +1,258 @@
+"""What the recipes (`glue.py`, `image_classification.py`, `contrastive.py`) share: arguments, logging, Hub access
+that fails fast without network, training with resume, and the final report.
+
+The recipes import it as a sibling module (`from recipe_utils import ...`): running a recipe as a script
+(`python recipes/glue.py`, `accelerate launch recipes/glue.py`) puts its directory on `sys.path`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from datasets import DatasetDict, load_dataset
+from transformers import HfArgumentParser
+
+from emp_hf import EMPConfig, EMPTrainer
+from emp_hf.plots import save_pruning_plots
+from emp_hf.schedule import StepCounter
+
+HUB_PROBE_TIMEOUT = 3.0
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Arguments, processes and logging
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cpu_processes_without_accelerator() -> None:
+    """Several processes (`accelerate launch`, `torchrun`) on a machine without GPUs train together on CPU.
+
+    Accelerate only forms a CPU process group (gloo) when asked to use the CPU; otherwise every process finds
+    no GPU and trains alone on all the data. Call before the arguments are parsed.
+    """
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+def parse_recipe_args(
+    dataclass_types: tuple[type, ...], argv: list[str] | None, defaults: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """The dataclasses from the flags `argv` (default `sys.argv[1:]`), or from a single `.json` argument file.
+
+    `defaults` are the recipe's own defaults: every flag or key of the file overrides them.
+    """
+    parser = HfArgumentParser(dataclass_types)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = defaults or {}
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        config = json.loads(Path(os.path.abspath(argv[0])).read_text(encoding="utf-8"))
+        return parser.parse_dict({**defaults, **config})
+    flags = [item for key, value in defaults.items() for item in (f"--{key}", str(value))]
+    return parser.parse_args_into_dataclasses(args=flags + argv)  # later flags win
+
+
+def setup_logging(
+    training_args: EMPConfig, recipe_logger: logging.Logger, *, transformers_explicit_format: bool = True
+) -> None:
+    """Log to stdout at this process's level: the recipe's logger, this module's, `datasets`' and `transformers'`
+    (in transformers' explicit format unless `transformers_explicit_format` is False)."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    recipe_logger.setLevel(log_level)
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    if transformers_explicit_format:
+        transformers.utils.logging.enable_default_handler()
+        transformers.utils.logging.enable_explicit_format()
+
+
+def log_process(training_args: EMPConfig, recipe_logger: logging.Logger) -> None:
+    recipe_logger.warning(
+        f"Process rank: {training_args.process_index}, device: {training_args.device}, "
+        f"world size: {training_args.world_size}, pruning: {training_args.pruning_method}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Hub access: fail fast without network
+# ----------------------------------------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """Whether the Hub is off limits: `HF_HUB_OFFLINE` is set, or a quick probe of the endpoint fails.
+
+    After a failed probe, offline mode is switched on for this process: cached datasets and models still load
+    and nothing waits on retries (`datasets` retries an unreachable Hub for about 23 s otherwise).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE:
+        return True
+    if not _hub_reachable():
+        constants.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = True
+        return True
+    return False
+
+
+@functools.cache
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
+    except Exception as err:  # any transport failure: DNS, refused, timeout, proxy
+        logger.warning(f"The Hugging Face Hub is unreachable ({err}); using only cached files (offline mode).")
+        return False
+    return True
+
+
+def load_hub_dataset(
+    name: str, config_name: str | None, *, cache_dir: str | None, token: str | None, offline_hint: str
+) -> DatasetDict:
+    """`load_dataset(name, config_name)`; without the Hub, a `ConnectionError` that ends with `offline_hint`."""
+    hub_offline()
+    try:
+        return load_dataset(name, config_name, cache_dir=cache_dir, token=token)
+    except ConnectionError as err:
+        raise ConnectionError(
+            f"Cannot load the dataset {name!r}{f' ({config_name})' if config_name else ''} from the Hugging "
+            f"Face Hub: {err}. {offline_hint}"
+        ) from err
+
+
+def from_hub(loader: Any, name: str, *, offline_hint: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(name)`, naming the offline choice (`offline_hint`) when a Hub model cannot be
+    reached."""
+    if not os.path.isdir(name):
+        hub_offline()
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as err:
+        if os.path.isdir(name) or not hub_offline():
+            raise
+        raise OSError(f"Cannot load {name!r} without the Hugging Face Hub: {err}\n{offline_hint}") from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training and reporting
+# ----------------------------------------------------------------------------------------------------------
+
+
+def train_and_save(trainer: EMPTrainer) -> Any:
+    """`trainer.train()` (resuming from `--resume_from_checkpoint`; `true` or `last`: the latest checkpoint in
+    output_dir), then save the model and the trainer state; returns the `TrainOutput`."""
+    resume = trainer.args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.save_state()
+    return train_result
+
+
+def full_data_steps(num_rows: int, args: EMPConfig, num_processes: int) -> int:
+    """Optimizer steps of the same run without pruning (batches sharded as Accelerate does)."""
+    if args.max_steps > 0:
+        return args.max_steps
+    counter = StepCounter(
+        batch_size=args.per_device_train_batch_size,
+        num_processes=num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        drop_last=args.dataloader_drop_last,
+    )
+    return counter.update_steps(num_rows) * int(args.num_train_epochs)
+
+
+def pruning_metrics(trainer: EMPTrainer, full_steps: int) -> dict[str, Any]:
+    """The realised saving, the optimizer steps (also of the same run on all the data) and the plan sizes."""
+    state = trainer.pruning_state
+    return {
+        "realized_saving": state.realized_saving(),
+        "optimizer_steps": trainer.state.global_step,
+        "full_data_optimizer_steps": full_steps,
+        "plan_sizes": state.epoch_plan_sizes,
+    }
+
+
+def pruning_summary(trainer: EMPTrainer, full_steps: int) -> list[str]:
+    """The lines of the final summary about the pruning: method, plan sizes, realised saving, optimizer steps."""
+    args, state = trainer.args, trainer.pruning_state
+    return [
+        f"method             {args.pruning_method} (prune_ratio {args.prune_ratio})",
+        f"plan sizes         {state.epoch_plan_sizes} of {state.num_rows} rows",
+        f"realised saving    {state.realized_saving():.1%} of the example visits",
+        f"optimizer steps    {trainer.state.global_step} (full data: {full_steps})",
+    ]
+
+
+def print_summary(lines: list[str]) -> None:
+    print("\n" + "=" * 72 + "\n" + "\n".join(lines) + "\n" + "=" * 72, flush=True)
+
+
+def save_metrics(trainer: EMPTrainer, train_metrics: dict[str, Any], eval_metrics: dict[str, Any]) -> None:
+    """Log and save (`train_results.json`, `eval_results.json`, `all_results.json`) the metrics; lists (the plan
+    sizes) are saved but not logged."""
+    trainer.log_metrics("train", {k: v for k, v in train_metrics.items() if not isinstance(v, list)})
+    trainer.save_metrics("train", train_metrics)
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+
+
+def save_frequency_pictures(trainer: EMPTrainer, directory: str) -> list[str]:
+    """The pruning pictures of `emp_hf.plots` (training-frequency histogram, ...), on the main process only."""
+    if not trainer.is_world_process_zero():
+        return []
+    return [str(p) for p in save_pruning_plots(trainer.pruning_state, directory)]
+
+
+def report(
+    trainer: EMPTrainer,
+    train_metrics: dict[str, Any],
+    eval_metrics: dict[str, Any],
+    *,
+    title: str,
+    full_steps: int,
+    start: float,
+) -> dict[str, Any]:
+    """Print and save (`all_results.json`) the metrics, realised saving, steps and time; draw the histogram."""
+    train_metrics = {**train_metrics, **pruning_metrics(trainer, full_steps)}
+    train_metrics["wall_clock_seconds"] = time.perf_counter() - start
+    save_metrics(trainer, train_metrics, eval_metrics)
+    pictures = save_frequency_pictures(trainer, trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        lines = [
+            title,
+            *pruning_summary(trainer, full_steps),
+            f"wall-clock time    {train_metrics['wall_clock_seconds']:.1f} s "
+            f"(training {train_metrics.get('train_runtime', float('nan')):.1f} s)",
+        ]
+        lines += [f"{k:<18} {v:.4f}" for k, v in eval_metrics.items() if k.startswith("eval_") and _is_score(k, v)]
+        lines += [f"frequency plot     {p}" for p in pictures]
+        lines.append(f"results            {os.path.join(trainer.args.output_dir, 'all_results.json')}")
+        print_summary(lines)
+    return {**train_metrics, **eval_metrics, "pictures": pictures}
+
+
+def _is_score(key: str, value: Any) -> bool:
+    skip = ("runtime", "per_second", "loss", "epoch", "samples")
+    return isinstance(value, float) and not any(s in key for s in skip)
