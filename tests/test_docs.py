@@ -8,6 +8,7 @@ that such blocks stay a minority.
 
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ BLOCK = re.compile(r"(<!-- doctest: skip -->\s*\n)?```python\n(.*?)```", re.S)
 
 
 def python_blocks(path: Path) -> list[tuple[bool, str]]:
-    return [(bool(skip), code) for skip, code in BLOCK.findall(path.read_text())]
+    return [(bool(skip), textwrap.dedent(code)) for skip, code in BLOCK.findall(path.read_text())]
 
 
 def compute_metrics(prediction):
