@@ -431,3 +431,12 @@ def test_other_rejected_settings(tmp_path):
         EMPConfig(output_dir=str(tmp_path), num_train_epochs=3, auto_find_batch_size=True)
     with pytest.raises(ValueError, match="whole number of epochs"):
         EMPConfig(output_dir=str(tmp_path), num_train_epochs=2.5)
+
+
+def test_bf16_mixed_precision(tmp_path, text_dataset):
+    args = make_args(tmp_path, pruning_method="emp", bf16=True, num_train_epochs=3)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset)
+    trainer.train()
+    state = trainer.pruning_state
+    assert state.loss.dtype == torch.float32 and torch.isfinite(state.loss).all()
+    assert int(state.frequency.sum()) == sum(state.epoch_plan_sizes)
