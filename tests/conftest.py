@@ -12,8 +12,19 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification  # noqa: E402
 
 from emp_hf import EMPConfig  # noqa: E402
+from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
 
 VOCAB = 64
+
+#: Every pruning method and EMP selection rule, as (pruning_method, extra EMPConfig fields).
+PRUNING_CASES = [
+    ("random", {}),
+    ("epsilon_greedy", {}),
+    ("ucb", {}),
+    ("infobatch", {}),
+    ("infobatch", {"infobatch_match_budget": True}),
+    *[("emp", {"emp_selection": selection}) for selection in EMP_SELECTIONS],
+]
 
 
 def make_text_dataset(n: int = 96, seq_len: int = 12, seed: int = 0) -> datasets.Dataset:

@@ -14,6 +14,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import PRUNING_CASES
 from torch.utils.data import BatchSampler, DataLoader
 
 from emp_hf.sampler import EpochPlanner, PruningSampler, epoch_generator
@@ -173,17 +174,7 @@ def feed(state: PruningState, plan: torch.Tensor, epoch: int) -> None:
     state.update(rows, loss, (rows.float() % 5) * 0.1, epoch)
 
 
-METHODS = [
-    ("random", {}),
-    ("epsilon_greedy", {}),
-    ("ucb", {}),
-    ("infobatch", {}),
-    ("infobatch", {"infobatch_match_budget": True}),
-    ("emp", {"emp_selection": "sample"}),
-    ("emp", {"emp_selection": "topk"}),
-    ("emp", {"emp_selection": "epsilon_greedy"}),
-    ("emp", {"emp_selection": "soft"}),
-]
+METHODS = PRUNING_CASES
 IDS = [f"{m}-{'-'.join(map(str, kw.values())) or 'default'}" for m, kw in METHODS]
 
 

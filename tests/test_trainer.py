@@ -5,23 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_args, make_bert, make_image_dataset, make_text_dataset, make_vit
+from conftest import PRUNING_CASES, make_args, make_bert, make_image_dataset, make_text_dataset, make_vit
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from emp_hf import STRATEGIES, EMPConfig, EMPTrainer
 
-METHOD_CASES = [
-    ("random", {}),
-    ("epsilon_greedy", {}),
-    ("ucb", {}),
-    ("infobatch", {}),
-    ("infobatch", {"infobatch_match_budget": True}),
-    ("emp", {"emp_selection": "sample"}),
-    ("emp", {"emp_selection": "topk"}),
-    ("emp", {"emp_selection": "epsilon_greedy"}),
-    ("emp", {"emp_selection": "soft"}),
-    ("none", {"prune_ratio": None}),
-]
+METHOD_CASES = [*PRUNING_CASES, ("none", {"prune_ratio": None})]
 
 
 class LRRecorder(TrainerCallback):
