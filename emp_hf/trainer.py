@@ -138,7 +138,6 @@ class EMPTrainer(Trainer):
         self.pruning_state = self._new_pruning_state()
         if resume_from_checkpoint:
             self._load_pruning_state(resume_from_checkpoint)
-        self._planner = None
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         if self.is_world_process_zero():
             save_pruning_state(self.pruning_state, self.args.output_dir)  # `emp-hf export/inspect OUTPUT_DIR`
@@ -175,9 +174,9 @@ class EMPTrainer(Trainer):
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             drop_last=args.dataloader_drop_last,
         )
-        if args.max_steps > 0:  # as many passes over the plans as max_steps needs
+        if args.max_steps > 0:  # as many passes over the plans as max_steps needs (open budgets: at least K rows)
             num_epochs = 1
-            while self._total_steps(self._schedule(num_epochs)) < args.max_steps:
+            while self._total_steps(schedule := self._schedule(num_epochs), schedule.num_keep) < args.max_steps:
                 num_epochs += 1
         else:
             num_epochs = int(args.num_train_epochs)
@@ -196,8 +195,12 @@ class EMPTrainer(Trainer):
             anneal_fraction=self.args.pruning_anneal_fraction,
         )
 
-    def _expected_plan_sizes(self, schedule: EpochSchedule) -> list[int]:
-        """Plan sizes of every epoch: exact where decided or fixed, estimated for InfoBatch's open budget."""
+    def _expected_plan_sizes(self, schedule: EpochSchedule, unknown_size: int | None = None) -> list[int]:
+        """Plan sizes of every epoch: exact where decided or fixed, estimated for InfoBatch's open budget.
+
+        An undecided open-budget epoch is assumed as large as the latest pruned one, else `unknown_size`
+        (default: all rows, an upper bound).
+        """
         plans = self.pruning_state.plans
         known = [len(p) for p in plans[: schedule.num_epochs]]
         estimate = known[-1] if known and schedule.phase(len(known) - 1) == "pruned" else None
@@ -205,12 +208,12 @@ class EMPTrainer(Trainer):
         for epoch in range(len(known), schedule.num_epochs):
             size = schedule.nominal_plan_size(epoch)
             if schedule.phase(epoch) == "pruned" and not self.strategy.fixed_budget:
-                size = estimate if estimate is not None else schedule.num_rows
+                size = estimate if estimate is not None else (unknown_size or schedule.num_rows)
             sizes.append(size)
         return sizes
 
-    def _total_steps(self, schedule: EpochSchedule) -> int:
-        return sum(self._step_counter.update_steps(n) for n in self._expected_plan_sizes(schedule))
+    def _total_steps(self, schedule: EpochSchedule, unknown_size: int | None = None) -> int:
+        return sum(self._step_counter.update_steps(n) for n in self._expected_plan_sizes(schedule, unknown_size))
 
     def set_initial_training_values(self, args: EMPConfig, dataloader: Any) -> tuple:
         values = list(super().set_initial_training_values(args, dataloader))
@@ -233,11 +236,11 @@ class EMPTrainer(Trainer):
         resume_from_checkpoint,
         trial,
     ) -> tuple[int, int]:
-        epochs_trained, steps_in_epoch = super()._init_training_state(
+        epochs_trained, steps_trained = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
         if resume_from_checkpoint is None or self.state.global_step == 0:
-            return epochs_trained, steps_in_epoch
+            return epochs_trained, steps_trained
         # Epochs have different lengths: locate global_step in the recorded plans.
         done = 0
         for epoch, plan in enumerate(self.pruning_state.plans):

@@ -429,3 +429,9 @@ def test_bf16_mixed_precision(tmp_path, text_dataset):
     state = trainer.pruning_state
     assert state.loss.dtype == torch.float32 and torch.isfinite(state.loss).all()
     assert int(state.frequency.sum()) == sum(state.epoch_plan_sizes)
+
+
+def test_infobatch_open_budget_with_max_steps_reaches_max_steps(tmp_path, text_dataset):
+    args = make_args(tmp_path, pruning_method="infobatch", max_steps=60, num_train_epochs=1)
+    output = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
+    assert output.global_step == 60  # epochs planned for the smallest plans: max_steps is reached
