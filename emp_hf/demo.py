@@ -26,6 +26,7 @@ from transformers import (  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
 from emp_hf.offline_data import load_sentiment_sentences  # noqa: E402
+from emp_hf.schedule import StepCounter  # noqa: E402
 
 
 @dataclass
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     output = trainer.train()
     minutes = (time.perf_counter() - start) / 60
     metrics = trainer.evaluate()
-    full_steps = int(args.num_train_epochs) * -(-len(train) // args.per_device_train_batch_size)
+    full_epoch = StepCounter(
+        args.per_device_train_batch_size, 1, args.gradient_accumulation_steps, args.dataloader_drop_last
+    )
+    full_steps = int(args.num_train_epochs) * full_epoch.update_steps(len(train))
     state = trainer.pruning_state
     print(f"\n{'=' * 64}")
     print(f"method            {args.pruning_method} (prune_ratio {args.prune_ratio})")

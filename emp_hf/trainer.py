@@ -143,7 +143,7 @@ class EMPTrainer(Trainer):
             save_pruning_state(self.pruning_state, self.args.output_dir)  # `emp-hf export/inspect OUTPUT_DIR`
             if self.args.push_pruning_record:
                 self._push_pruning_record(save_dir=os.path.join(self.args.output_dir, "pruning_record"))
-        summary = self.pruning_summary(num_epochs=len(self.pruning_state.plans))
+        summary = self.pruning_summary()
         output.metrics.update({f"train_{k.split('/')[-1]}": v for k, v in summary.items()})
         return output
 
@@ -271,7 +271,7 @@ class EMPTrainer(Trainer):
             self._retarget_budget()
         super()._run_epoch(**kwargs)
         if self.args.logging_strategy != IntervalStrategy.NO:  # the epoch just trained, and the run so far
-            self.log(self.pruning_summary(num_epochs=epoch + 1))
+            self.log(self.pruning_summary())
 
     def _retarget_budget(self) -> None:
         """InfoBatch without budget matching: re-estimate the total steps now that this epoch's size is known."""
@@ -371,15 +371,13 @@ class EMPTrainer(Trainer):
             retry = f"emp-hf push {save_dir or self.args.output_dir} --repo-id <repo>"
             logger.error(f"Pushing the pruning record failed ({error}). Retry with: {retry}")
 
-    def pruning_summary(self, num_epochs: int | None = None) -> dict[str, float]:
-        """Kept fraction of the latest epoch, realised saving so far, and a frequency summary."""
+    def pruning_summary(self) -> dict[str, float]:
+        """Kept fraction of the latest planned epoch, realised saving so far, and a frequency summary."""
         state = self.pruning_state
         frequency = state.frequency.float()
-        plans = state.plans[:num_epochs] if num_epochs else state.plans
-        kept = len(plans[-1]) / state.num_rows if plans else 1.0
         return {
-            "pruning/kept_fraction": kept,
-            "pruning/realized_saving": 1.0 - sum(len(p) for p in plans) / (state.num_rows * max(len(plans), 1)),
+            "pruning/kept_fraction": len(state.plans[-1]) / state.num_rows if state.plans else 1.0,
+            "pruning/realized_saving": state.realized_saving(),
             "pruning/frequency_mean": frequency.mean().item(),
             "pruning/frequency_min": frequency.min().item(),
             "pruning/frequency_max": frequency.max().item(),

@@ -76,21 +76,22 @@ def make_vit(seed: int = 0) -> ViTForImageClassification:
     return ViTForImageClassification(config)
 
 
+#: TrainingArguments shared by every test run (what plain `Trainer` runs take too).
+TRAINING_DEFAULTS = dict(
+    num_train_epochs=3,
+    per_device_train_batch_size=8,
+    learning_rate=1e-3,
+    report_to=[],
+    save_strategy="no",
+    logging_steps=1,
+    disable_tqdm=True,
+    use_cpu=True,
+    seed=0,
+)
+
+
 def make_args(tmp_path, **kwargs) -> EMPConfig:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        num_train_epochs=3,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-        pruning_method="random",
-        prune_ratio=0.5,
-    )
+    defaults = dict(output_dir=str(tmp_path / "out"), **TRAINING_DEFAULTS, pruning_method="random", prune_ratio=0.5)
     defaults.update(kwargs)
     return EMPConfig(**defaults)
 

@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import PRUNING_CASES, make_args, make_bert, make_image_dataset, make_text_dataset, make_vit
+from conftest import (
+    PRUNING_CASES,
+    TRAINING_DEFAULTS,
+    make_args,
+    make_bert,
+    make_image_dataset,
+    make_text_dataset,
+    make_vit,
+)
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from emp_hf import STRATEGIES, EMPConfig, EMPTrainer
@@ -75,18 +83,7 @@ def test_infobatch_open_budget_lr_reaches_end(tmp_path, text_dataset):
 
 
 def test_none_trains_identically_to_trainer(tmp_path, text_dataset):
-    common = dict(
-        output_dir=str(tmp_path / "plain"),
-        num_train_epochs=2,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=7,
-    )
+    common = {**TRAINING_DEFAULTS, "output_dir": str(tmp_path / "plain"), "num_train_epochs": 2, "seed": 7}
     plain = Trainer(model=make_bert(seed=3), args=TrainingArguments(**common), train_dataset=text_dataset)
     plain.train()
     common["output_dir"] = str(tmp_path / "emp")
