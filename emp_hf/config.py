@@ -66,6 +66,21 @@ class EMPConfig(TrainingArguments):
             "choices": list(EMP_SELECTIONS),
         },
     )
+    emp_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Temperature of EMP's score sampling ('sample' and the sampled part of 'spaced'): a row is drawn "
+            "with probability proportional to score ** (1 / emp_temperature). Below 1 sharpens toward top-k, above 1 "
+            "flattens toward uniform. Must be > 0."
+        },
+    )
+    emp_revisit_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "'spaced' only: share of a pruned epoch given to the least recently visited rows, in (0, 1]. "
+            "Every row is revisited at least once in any ceil(N / ceil(share * K)) pruned epochs."
+        },
+    )
     ema_decay: float = field(
         default=0.9, metadata={"help": "Decay of the loss EMA used by 'ucb' and 'epsilon_greedy', in [0, 1)."}
     )
@@ -145,11 +160,16 @@ class EMPConfig(TrainingArguments):
             ("ema_decay", 0.0, 1.0, False),
             ("ucb_c", 0.0, math.inf, False),
             ("epsilon", 0.0, 1.0, True),
+            ("emp_revisit_share", 0.0, 1.0, True),
         ):
             value = getattr(self, name)
             in_range = _is_number(value) and low <= value and (value <= high if closed_high else value < high)
             if not in_range or (_is_number(value) and math.isnan(value)):
                 fail(name, f"it must be a number in [{low}, {high}{']' if closed_high else ')'}.")
+        if self.emp_revisit_share == 0:
+            fail("emp_revisit_share", "it must be > 0 (use emp_selection='sample' for no revisit queue).")
+        if not _is_number(self.emp_temperature) or not 0.0 < self.emp_temperature < math.inf:
+            fail("emp_temperature", "it must be a finite number > 0.")
         if self.emp_selection not in EMP_SELECTIONS:
             fail("emp_selection", f"choose one of {list(EMP_SELECTIONS)}.")
         if not isinstance(self.infobatch_match_budget, bool):
@@ -188,6 +208,8 @@ class EMPConfig(TrainingArguments):
             epsilon=self.epsilon,
             ucb_c=self.ucb_c,
             emp_selection=self.emp_selection,
+            emp_temperature=self.emp_temperature,
+            emp_revisit_share=self.emp_revisit_share,
             infobatch_match_budget=self.infobatch_match_budget,
         )
 

@@ -20,7 +20,7 @@ from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unw
 from .record import model_name_of
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
-from .strategies import build_strategy
+from .strategies import PruningOptions, build_strategy
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
@@ -106,7 +106,8 @@ class EMPTrainer(Trainer):
         """Restore the pruning state of `checkpoint`; refuse one from other data or other options."""
         expected = dict(self.pruning_state.metadata)
         load_pruning_state(self.pruning_state, checkpoint)
-        saved = self.pruning_state.metadata
+        # Options added after a checkpoint was written count as their defaults.
+        saved = {**asdict(PruningOptions()), **self.pruning_state.metadata}
         differences = [
             f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
             for key, value in expected.items()

@@ -120,11 +120,11 @@ def test_score_part_prefers_high_scores():
     assert counts[hard].mean() > 2 * counts[easy].mean()
 
 
-def simulate(n: int, keep: int, epochs: int, scores_of, seed: int = 0) -> np.ndarray:
+def simulate(n: int, keep: int, epochs: int, scores_of, seed: int = 0, **options) -> np.ndarray:
     """Run the rule for `epochs` pruned epochs after one full warm-up; return the visit matrix."""
     last = torch.zeros(n, dtype=torch.int64)
     visits = np.zeros((epochs, n), dtype=bool)
-    strategy = spaced()
+    strategy = spaced(**options)
     for epoch in range(1, epochs + 1):
         t = tables(n, seed=epoch, last_epoch=last)
         t["loss"] = scores_of(epoch)
@@ -146,11 +146,17 @@ def longest_gap(visits: np.ndarray) -> int:
     return worst
 
 
-@pytest.mark.parametrize("n,ratio", [(1000, 0.7), (1000, 0.9), (999, 0.5), (37, 0.3), (500, 0.95)])
-def test_revisit_guarantee_against_adversarial_scores(n, ratio):
+@pytest.mark.parametrize(
+    "n,ratio,share",
+    [(1000, 0.7, None), (1000, 0.9, None), (999, 0.5, None), (37, 0.3, None), (500, 0.95, None)]
+    + [(1000, 0.7, 1.0), (999, 0.5, 0.25), (37, 0.3, 0.8)],
+)
+def test_revisit_guarantee_against_adversarial_scores(n, ratio, share):
     keep = n - math.floor(ratio * n)
-    interval = spaced_revisit_interval(n, keep)
-    assert interval == math.ceil(n / math.ceil(SPACED_COVERAGE_SHARE * keep))
+    options = {} if share is None else {"emp_revisit_share": share}
+    share = SPACED_COVERAGE_SHARE if share is None else share
+    interval = spaced_revisit_interval(n, keep, share)
+    assert interval == math.ceil(n / math.ceil(share * keep))
 
     favoured = torch.zeros(n)
     favoured[: keep // 2 + 1] = 1000.0  # a fixed set that a greedy rule would take every epoch
@@ -162,7 +168,7 @@ def test_revisit_guarantee_against_adversarial_scores(n, ratio):
         return torch.from_numpy(np.random.default_rng(epoch).pareto(1.0, n).astype(np.float32)) + 1e-6
 
     for scores_of in (fixed, shifting):
-        visits = simulate(n, keep, epochs=4 * interval, scores_of=scores_of)
+        visits = simulate(n, keep, epochs=4 * interval, scores_of=scores_of, **options)
         assert longest_gap(visits) < interval  # at most interval - 1 pruned epochs between visits...
         assert visits.sum(0).min() >= 3  # ...so every row comes back again and again
 
@@ -192,6 +198,24 @@ def test_trainer_keeps_the_revisit_guarantee(tmp_path):
     visits = state.kept_in_epoch()[1:].numpy()  # the 7 pruned epochs
     assert longest_gap(visits) < spaced_revisit_interval(n, 16) == 4
     assert int(state.frequency.min()) >= 1 + 7 // 4
+
+
+def test_revisit_share_and_temperature_reach_the_rule():
+    n, keep = 400, 100
+    t = tables(n, last_epoch=torch.arange(n) % 4)  # rows 0, 4, 8, ... were visited longest ago
+    due = set(range(0, n, 4))
+    rows = set(spaced(emp_revisit_share=1.0).select(t, keep, gen(0)).rows.tolist())
+    assert rows == due  # the whole epoch is the revisit queue
+    rows = set(spaced(emp_revisit_share=0.25).select(t, keep, gen(0)).rows.tolist())
+    assert len(rows & due) < 75  # a quarter from the queue, the rest by score
+    t["loss"][:] = 0.01
+    t["entropy"][:] = 0.0
+    t["loss"][1::4] = 1.0  # 100 hard rows, none of them due
+    hard = set(range(1, n, 4))
+    sharp = [len(set(spaced(emp_temperature=0.2).select(t, keep, gen(s)).rows.tolist()) & hard) for s in range(5)]
+    flat = [len(set(spaced(emp_temperature=50.0).select(t, keep, gen(s)).rows.tolist()) & hard) for s in range(5)]
+    assert min(sharp) == keep // 2  # T -> 0: the sampled half is the top of the scores
+    assert max(flat) < keep // 4  # T -> inf: nearly uniform over the 300 rows that are not due
 
 
 def test_full_coverage_share_is_a_round_robin():

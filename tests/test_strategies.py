@@ -376,6 +376,23 @@ def test_emp_sample_k2_inclusion_matches_successive_sampling():
     assert np.all(np.abs(counts - trials * incl) < 4.5 * sigma), (counts, trials * incl)
 
 
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_emp_sample_temperature_k1_frequencies_match_tempered_share(temperature):
+    """`emp_temperature=T`: P(row i) = s_i ** (1/T) / sum_j s_j ** (1/T) (K=1, numpy reference)."""
+    s = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    p = s ** (1 / temperature) / np.sum(s ** (1 / temperature))
+    strategy = emp("sample", memory_weight=0.0, emp_temperature=temperature)
+    tables = tables_from(s)
+    trials = 4000
+    counts = np.zeros(5)
+    for seed in range(trials):
+        counts[rows_of(strategy.select(tables, 1, gen(seed)))] += 1
+    chi2 = np.sum((counts - trials * p) ** 2 / (trials * p))
+    assert chi2 < 23.5  # df = 4; P(chi2 > 23.5) ~ 1e-4
+    untempered = s / s.sum()
+    assert np.sum((counts - trials * untempered) ** 2 / (trials * untempered)) > 100  # T changes the draw
+
+
 def test_emp_sample_higher_scores_more_often():
     s = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
     strategy = emp("sample", memory_weight=0.0)

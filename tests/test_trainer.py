@@ -313,6 +313,10 @@ def test_user_per_example_loss_hook(tmp_path, text_dataset):
         ("epsilon", 1.5, "epsilon"),
         ("ucb_c", float("nan"), "ucb_c"),
         ("emp_selection", "best", "emp_selection"),
+        ("emp_temperature", 0.0, "emp_temperature.*> 0"),
+        ("emp_temperature", float("inf"), "emp_temperature"),
+        ("emp_revisit_share", 0.0, "emp_revisit_share.*> 0"),
+        ("emp_revisit_share", 1.5, "emp_revisit_share"),
         ("pruning_warmup_epochs", -1, "pruning_warmup_epochs"),
         ("pruning_warmup_epochs", 3, "no epoch to prune"),
         ("pruning_anneal_fraction", 1.0, "pruning_anneal_fraction"),
@@ -369,6 +373,26 @@ def test_resume_with_other_data_or_options_is_refused(tmp_path, text_dataset):
     trainer = EMPTrainer(model=make_bert(), args=changed, train_dataset=text_dataset)
     trainer.train(resume_from_checkpoint=checkpoint)
     assert trainer.pruning_state.metadata["pruning_method"] == "ucb"
+
+
+def test_resume_from_a_checkpoint_without_newer_options(tmp_path, text_dataset):
+    """Options added after a checkpoint was written (e.g. `emp_temperature`) count as their defaults."""
+    from emp_hf.checkpoint import load_pruning_state, save_pruning_state
+    from emp_hf.tracker import PruningState
+
+    args = make_args(tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2, pruning_method="emp")
+    EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
+    checkpoint = str(tmp_path / "out" / "checkpoint-5")
+    old = PruningState(len(text_dataset))
+    load_pruning_state(old, checkpoint)
+    del old.metadata["emp_temperature"], old.metadata["emp_revisit_share"]
+    save_pruning_state(old, checkpoint)
+    EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train(resume_from_checkpoint=checkpoint)
+    sharper = make_args(
+        tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2, pruning_method="emp", emp_temperature=0.5
+    )
+    with pytest.raises(ValueError, match="emp_temperature: checkpoint 1.0, now 0.5"):
+        EMPTrainer(model=make_bert(), args=sharper, train_dataset=text_dataset).train(checkpoint)
 
 
 def test_nonfinite_per_example_losses_are_counted_not_recorded(tmp_path, text_dataset):

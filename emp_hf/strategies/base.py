@@ -22,6 +22,8 @@ class PruningOptions:
     epsilon: float = 0.1
     ucb_c: float = 1.0
     emp_selection: str = "sample"
+    emp_temperature: float = 1.0
+    emp_revisit_share: float = 0.5
     infobatch_match_budget: bool = False
 
 

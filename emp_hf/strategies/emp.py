@@ -25,18 +25,18 @@ from .registry import register_strategy
 
 EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft", "spaced")
 
-#: Share of a `"spaced"` epoch given to the least recently visited rows (the revisit guarantee).
+#: Default share of a `"spaced"` epoch given to the least recently visited rows (`EMPConfig.emp_revisit_share`).
 SPACED_COVERAGE_SHARE = 0.5
 
 
-def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """`k` rows without replacement, with probability proportional to `score` (Gumbel-top-k).
+def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+    """`k` rows without replacement, with probability proportional to `score ** (1 / temperature)` (Gumbel-top-k).
 
     Rows never observed (NaN) come first; rows scored 0 only fill places no positive score can.
     """
     uniform = torch.rand(score.numel(), generator=generator, dtype=torch.float64)
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-300, 1.0 - 1e-16)))
-    keys = torch.log(score.double().clamp_min(0.0)) + gumbel
+    keys = torch.log(score.double().clamp_min(0.0)) / temperature + gumbel
     keys = torch.where(torch.isnan(score), float("inf"), keys)
     return rank_descending(keys, generator)[:k]
 
@@ -56,6 +56,7 @@ def spaced_selection(
     k: int,
     generator: torch.Generator,
     coverage_share: float = SPACED_COVERAGE_SHARE,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """`k` rows: the `ceil(coverage_share * k)` least recently visited, the rest sampled by score.
 
@@ -64,8 +65,9 @@ def spaced_selection(
     `ceil(N / ceil(coverage_share * k))` consecutive pruned epochs (`spaced_revisit_interval`), whatever the
     scores: the rows ahead of a row in the queue were last visited no later than it, each epoch that skips it
     takes `ceil(coverage_share * k)` of them, and none of them gets ahead of it again. The other
-    rows are drawn from the remaining ones without replacement with probability proportional to the score
-    (Gumbel-top-k, as `"sample"`), so hard, un-memorised rows are revisited more often than the others.
+    rows are drawn from the remaining ones without replacement with probability proportional to
+    `score ** (1 / temperature)` (Gumbel-top-k, as `"sample"`), so hard, un-memorised rows are revisited
+    more often than the others.
     """
     n = score.numel()
     k = min(k, n)
@@ -74,7 +76,7 @@ def spaced_selection(
     oldest_first = perm[torch.sort(last_epoch[perm], stable=True).indices]
     due = oldest_first[:slots]
     rest = oldest_first[slots:]
-    sampled = rest[gumbel_top_k(score[rest], k - slots, generator)]
+    sampled = rest[gumbel_top_k(score[rest], k - slots, generator, temperature)]
     return torch.cat([due, sampled])
 
 
@@ -93,7 +95,7 @@ class EnhanceMemoryPruning(PruningStrategy):
         score = self.score(tables)
         rule = self.options.emp_selection
         if rule == "sample":
-            return Selection(rows=gumbel_top_k(score, num_keep, generator))
+            return Selection(rows=gumbel_top_k(score, num_keep, generator, self.options.emp_temperature))
         if rule == "topk":
             return Selection(rows=top_k(score, num_keep, generator))
         if rule == "epsilon_greedy":
@@ -104,5 +106,13 @@ class EnhanceMemoryPruning(PruningStrategy):
             last_epoch = tables.get("last_epoch")
             if last_epoch is None:  # tables without visit history: every row is equally due
                 last_epoch = torch.zeros(score.numel(), dtype=torch.int64)
-            return Selection(rows=spaced_selection(score, last_epoch, num_keep, generator))
+            rows = spaced_selection(
+                score,
+                last_epoch,
+                num_keep,
+                generator,
+                coverage_share=self.options.emp_revisit_share,
+                temperature=self.options.emp_temperature,
+            )
+            return Selection(rows=rows)
         raise ValueError(f"Unknown emp_selection {rule!r}; choose one of {EMP_SELECTIONS}.")
