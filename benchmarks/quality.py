@@ -97,7 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="fashion")
     p.add_argument("--methods", default="all", help="comma-separated method names (see above), or 'all'")
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="prune ratios")
+    p.add_argument(
+        "--ratios", nargs="+", default=["0.3", "0.5", "0.7"], help="prune ratios (space- or comma-separated)"
+    )
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (first-seed, first-seed + 1, ...)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--max-train", type=int, help="training rows (default: all)")
@@ -131,12 +133,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.bf16 = args.device == "cuda"
     if args.out is None:
         args.out = str(REPO / "benchmarks" / "results" / args.task)
-    names = DEFAULT_METHODS if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = DEFAULT_METHODS if args.methods == "all" else split_methods(args.methods)
     args.method_specs = [parse_method(m) for m in names]
+    try:
+        args.ratios = [float(r) for item in args.ratios for r in item.split(",") if r.strip()]
+    except ValueError as error:
+        p.error(f"--ratios: {error}")
     for ratio in args.ratios:
         if not 0.0 < ratio < 1.0:
             p.error(f"--ratios: {ratio} is not in (0, 1)")
     return args
+
+
+def split_methods(text: str) -> list[str]:
+    """`"a,b:x=1,y=2,c"` -> `["a", "b:x=1,y=2", "c"]`: a piece with `=` but no `:` continues the previous method."""
+    names: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if names and "=" in piece and ":" not in piece:
+            names[-1] += "," + piece
+        elif piece:
+            names.append(piece)
+    return names
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:

@@ -88,6 +88,11 @@ def test_method_specs_and_defaults():
     assert quality.parse_args(["--task", "sentiment", "--device", "cuda"]).bf16
     with pytest.raises(SystemExit):
         quality.parse_method("bogus")
+    args = quality.parse_args(["--ratios", "0.3,0.5", "0.7", "--methods", "random,emp_spaced:emp_temperature=0.5,x=1"])
+    assert args.ratios == [0.3, 0.5, 0.7]
+    assert [spec for spec, _ in args.method_specs] == ["random", "emp_spaced:emp_temperature=0.5,x=1"]
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--ratios", "0.3,high"])
 
 
 @pytest.mark.skipif(
