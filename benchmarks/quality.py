@@ -1,8 +1,8 @@
 """Accuracy, realised saving and overhead of every pruning method, on real data, over several seeds.
 
-    # CPU, reduced size (what docs/benchmarks.md reports; a few minutes per method and seed):
-    python benchmarks/quality.py --task fashion --max-train 8000 --max-test 2000 --epochs 8 \\
-        --hidden 64 --layers 3 --heads 4 --batch-size 128 --ratios 0.7 --seeds 3 --plot
+    # CPU, reduced size (the main grid of docs/benchmarks.md; about 15 s per pruned run on one core):
+    python benchmarks/quality.py --task fashion --max-train 6000 --max-test 10000 --epochs 7 --hidden 64 \\
+        --layers 2 --heads 4 --patch 4 --batch-size 128 --threads 1 --ratios 0.3 0.5 0.7 --seeds 5 --plot
     # GPU, full size (all 60,000 Fashion-MNIST images, a 2.7M-parameter ViT, 20 epochs, bf16):
     python benchmarks/quality.py --task fashion --device cuda --plot
     python benchmarks/quality.py --task sentiment --device cuda --plot
