@@ -99,3 +99,12 @@ def make_args(tmp_path, **kwargs) -> EMPConfig:
 @pytest.fixture
 def text_dataset() -> datasets.Dataset:
     return make_text_dataset()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: two threads on two shared cores spin against other jobs (10x slower steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,10 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_args
+from launching import accelerate_launch_cmd, run_processes
 from torch import nn
 
 from emp_hf import EMPTrainer
@@ -281,15 +278,6 @@ TINY += ["--per_device_train_batch_size", "64", "--cnn_width", "8", "--prune_rat
 TINY += ["--disable_tqdm", "true", "--logging_steps", "1", "--use_cpu", "true"]
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: two threads on two shared cores spin against other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @needs_fashion
 @pytest.mark.parametrize("method", ["emp", "infobatch"])
 def test_recipe_offline_end_to_end(tmp_path, one_thread, method, capsys):
@@ -357,34 +345,15 @@ def test_recipe_json_arguments_keep_the_recipe_defaults(tmp_path):
     assert overridden.learning_rate == 0.01 and overridden.per_device_train_batch_size == 256
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 @needs_fashion
 def test_recipe_two_processes(tmp_path):
     config = ROOT / "recipes" / "configs" / "cpu_2proc.yaml"
     if not config.exists():
         pytest.skip("recipes/configs/cpu_2proc.yaml is missing")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    cmd += ["--main_process_port", str(_free_port()), str(RECIPE), *TINY, "--output_dir", str(tmp_path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(var, None)
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"accelerate launch did not finish within 180 s:\n{out[-4000:]}")
-    assert proc.returncode == 0, out[-6000:]
+    cmd = accelerate_launch_cmd(RECIPE, *TINY, "--output_dir", str(tmp_path))
+    code, out = run_processes(cmd, timeout=180, what="accelerate launch")
+    assert code == 0, out[-6000:]
     assert "2 process(es)" in out
     saved = json.loads((tmp_path / "all_results.json").read_text())
     assert saved["plan_sizes"] == [256, 128]

@@ -8,14 +8,13 @@ indices int64 from the collator to the tracker and gathers them separately from 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
 import torch
+from launching import run_processes, torchrun_cmd
 
 from emp_hf import EMPTrainer, PruningState
 from emp_hf.distributed import gather_observations
@@ -122,25 +121,8 @@ def _observe_on_two_ranks(out_dir: str) -> None:
 def test_observe_gathers_rows_above_2_24_across_two_processes(tmp_path):
     # torchrun starts fresh processes. accelerate.debug_launcher forks this pytest process instead, and a
     # child forked after the parent ran an OpenMP parallel region (any large tensor op) hangs in libgomp.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.Popen(
-        [*cmd, str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"2-process gather did not finish in 120 s:\n{out[-4000:]}")
-    assert proc.returncode == 0, out[-6000:]
+    code, out = run_processes(torchrun_cmd(__file__, str(tmp_path)), timeout=120, what="2-process gather")
+    assert code == 0, out[-6000:]
     r0, r1 = (np.load(tmp_path / f"rank{r}.npz") for r in range(2))
     for key in r0.files:
         np.testing.assert_array_equal(r0[key], r1[key], err_msg=key)  # both ranks hold the same state

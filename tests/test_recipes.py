@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from launching import accelerate_launch_cmd, run_processes
 
 from emp_hf.offline_data import fashion_mnist_available, sentiment_available
 from emp_hf.schedule import StepCounter
@@ -47,15 +44,6 @@ def _load(name: str):
 glue = _load("glue")
 image_classification = _load("image_classification")
 recipe_utils = sys.modules["recipe_utils"]
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: two threads on two shared cores spin against other jobs (10x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -126,34 +114,10 @@ def test_image_offline_tiny_vit(tmp_path, one_thread, offline):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def accelerate_launch(script: str, args: list[str], timeout: float) -> str:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml")]
-    cmd += ["--main_process_port", str(free_port()), str(RECIPES / script), *args]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(var, None)  # never inherit a surrounding launcher's rendezvous
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"accelerate launch did not finish within {timeout}s (hang?):\n{out[-4000:]}")
-    assert proc.returncode == 0, f"accelerate launch failed ({proc.returncode}):\n{out[-6000:]}"
+    cmd = accelerate_launch_cmd(RECIPES / script, *args)
+    code, out = run_processes(cmd, timeout=timeout, what="accelerate launch")
+    assert code == 0, f"accelerate launch failed ({code}):\n{out[-6000:]}"
     return out
 
 

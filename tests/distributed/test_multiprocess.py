@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launching import run_processes, torchrun_cmd
 
 pytestmark = pytest.mark.distributed
 
@@ -41,39 +38,12 @@ STOP_AT = 9  # epoch 0 takes 7 optimizer steps; step 9 is inside epoch 1, after 
 
 
 def launch(args: list[str], *, nproc: int, timeout: float, expect_failure: bool = False) -> str:
-    """Run `run_pruning.py` under `nproc` processes; kill the whole process group if it outlives `timeout`."""
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    else:
-        cmd = [sys.executable]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(var, None)  # never inherit a surrounding launcher's rendezvous
-    proc = subprocess.Popen(
-        [*cmd, str(SCRIPT), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"launch did not finish within {timeout}s (hang?):\n{out[-4000:]}")
+    """Run `run_pruning.py` under `nproc` processes; fail the test if it outlives `timeout`."""
+    code, out = run_processes(torchrun_cmd(SCRIPT, *args, nproc=nproc), timeout=timeout, what="launch")
     if expect_failure:
-        assert proc.returncode != 0, f"the launch was expected to fail:\n{out[-4000:]}"
+        assert code != 0, f"the launch was expected to fail:\n{out[-4000:]}"
     else:
-        assert proc.returncode == 0, f"launch failed with exit code {proc.returncode}:\n{out[-6000:]}"
+        assert code == 0, f"launch failed with exit code {code}:\n{out[-6000:]}"
     return out
 
 
