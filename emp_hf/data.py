@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset
+from transformers.utils import logging
 
 from .config import INDEX_COLUMN
+
+logger = logging.get_logger(__name__)
 
 try:
     import datasets
@@ -21,7 +25,8 @@ def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
     """Return `dataset` with a `column` holding each example's row index (0..N-1).
 
     Works for `datasets.Dataset` (also with `set_transform`/`with_transform`: the transform is wrapped so
-    the index survives it) and for torch map-style datasets whose items are mappings. Idempotent.
+    the index survives it) and for torch map-style datasets whose items are mappings. Idempotent; an existing
+    `column` that is not exactly 0..N-1 (a dataset shuffled, selected or filtered after indexing) is rebuilt.
     Iterable datasets are rejected: dynamic pruning needs random access to rows.
     """
     if isinstance(dataset, IterableDataset) or (
@@ -44,9 +49,23 @@ def _add_to_hf_dataset(dataset: datasets.Dataset, column: str) -> datasets.Datas
     fmt = dataset.format
     transform = fmt["format_kwargs"].get("transform") if fmt["type"] == "custom" else None
     if column in dataset.column_names:
-        if isinstance(transform, _KeepIndexTransform) or transform is None:
+        if transform is not None and not isinstance(transform, _KeepIndexTransform):
+            raise ValueError(
+                f"The training dataset already has a column {column!r} and a transform that does not keep it: "
+                f"remove the column (dataset.remove_columns({column!r})) or set pruning_index_column to a free name."
+            )
+        if _is_row_index(dataset, column):
             return dataset
-        raise ValueError(f"Column {column!r} exists but its transform drops it; set the transform before indexing.")
+        # A stale index (the dataset was shuffled, selected, filtered or split after indexing, or the column
+        # means something else): it must mean "row of the dataset the trainer was given", so rebuild it.
+        logger.warning(
+            f"The training dataset's {column!r} column is not its row index 0..{len(dataset) - 1} (the dataset was "
+            "shuffled, selected or filtered after indexing, or the column holds other data); rebuilding it."
+        )
+        if isinstance(transform, _KeepIndexTransform):
+            transform = transform.transform
+            fmt = {**fmt, "columns": None if fmt["columns"] is None else [c for c in fmt["columns"] if c != column]}
+        dataset = dataset.with_format(None).remove_columns(column)
     plain = dataset.with_format(None).add_column(column, list(range(len(dataset))))
     if transform is not None:
         columns = fmt["columns"] if fmt["columns"] is None else [*fmt["columns"], column]
@@ -61,6 +80,13 @@ def _add_to_hf_dataset(dataset: datasets.Dataset, column: str) -> datasets.Datas
             fmt["type"], columns=columns, output_all_columns=fmt["output_all_columns"], **fmt["format_kwargs"]
         )
     return plain
+
+
+def _is_row_index(dataset: datasets.Dataset, column: str) -> bool:
+    """Whether `column` of `dataset` holds exactly 0..N-1 in order (read as one Arrow column, no Python loop)."""
+    values = np.asarray(dataset.with_format("numpy", columns=[column])[:][column])
+    is_integer = values.ndim == 1 and np.issubdtype(values.dtype, np.integer)
+    return is_integer and np.array_equal(values, np.arange(len(values)))
 
 
 class _KeepIndexTransform:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from dataclasses import asdict
@@ -13,7 +14,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, 
 from transformers.utils import logging
 
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
-from .config import EMPConfig
+from .config import INDEX_COLUMN, EMPConfig
 from .data import RowIndexCollator, add_row_index
 from .distributed import gather_observations
 from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
@@ -60,6 +61,7 @@ class EMPTrainer(Trainer):
                 "TrainingArguments field: replace TrainingArguments(...) with EMPConfig(...)."
             )
         self._dataset_fingerprint = getattr(train_dataset, "_fingerprint", None)
+        self._check_index_column(model, args)
         if train_dataset is not None:
             train_dataset = add_row_index(train_dataset, args.pruning_index_column)
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
@@ -385,3 +387,17 @@ class EMPTrainer(Trainer):
             "pruning/never_visited": int((frequency == 0).sum().item()),
             "pruning/nonfinite_losses": int(state.nonfinite_count.item()),
         }
+
+    # ------------------------------------------------------------------ input checks (before training)
+    @staticmethod
+    def _check_index_column(model: Any, args: EMPConfig) -> None:
+        """Refuse a `pruning_index_column` that names a model input: it is popped before the forward pass."""
+        column = args.pruning_index_column
+        forward = getattr(unwrap_peft(model), "forward", None) if model is not None else None
+        inputs = set(inspect.signature(forward).parameters) if forward is not None else set()
+        inputs |= {"label", "label_ids", "labels", *(args.label_names or [])}
+        if column in inputs:
+            raise ValueError(
+                f"EMPConfig.pruning_index_column={column!r} names a model input; the row index is removed from "
+                f"each batch before the forward pass. Choose a free column name (default {INDEX_COLUMN!r})."
+            )
