@@ -106,7 +106,10 @@ def sequence_stats(
         # Bernoulli entropy from logits: softplus(x) - x * sigmoid(x)
         entropy = (F.softplus(logits) - logits * torch.sigmoid(logits)).mean(dim=-1)
         return loss, entropy
-    return categorical_stats(logits, labels.view(-1), label_smoothing)
+    labels = labels.view(-1)
+    loss, entropy = categorical_stats(logits, labels, label_smoothing)
+    unlabelled = labels == IGNORE_INDEX  # no label: NaN, as for a token task without a labelled token
+    return loss.masked_fill(unlabelled, float("nan")), entropy.masked_fill(unlabelled, float("nan"))
 
 
 def token_stats(
@@ -115,12 +118,32 @@ def token_stats(
     """Token-level heads: mean over each example's labelled tokens (causal LMs predict the next token).
 
     An example without any labelled token gets NaN: it counts as visited but leaves its statistics unchanged.
+    (The same rule holds for a sequence-level example labelled `-100`.)
     """
     if shift:
         logits, labels = logits[:, :-1], labels[:, 1:]
     loss, entropy = categorical_stats(logits, labels, label_smoothing)
-    count = (labels != IGNORE_INDEX).sum(dim=1).float()
-    return loss.sum(dim=1) / count, entropy.sum(dim=1) / count
+    count = (labels != IGNORE_INDEX).sum(dim=1)
+    labelled = count > 0
+    denominator = count.clamp_min(1).float()  # no 0/0 in the graph: a NaN there poisons the gradients
+    nan = torch.tensor(float("nan"), device=loss.device)
+    return torch.where(labelled, loss.sum(dim=1) / denominator, nan), torch.where(
+        labelled, entropy.sum(dim=1) / denominator, nan
+    )
+
+
+def labelled_rows(labels: torch.Tensor, task: Task) -> torch.Tensor:
+    """Boolean `[batch]`: whether each example has a label (a sequence label, or one labelled token) to learn from.
+
+    Rows without one get NaN statistics from `per_example_stats` and take no part in a reweighted loss.
+    """
+    if task == "sequence":
+        if labels.dtype not in (torch.long, torch.int):  # regression and multi-label targets are always labels
+            return torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
+        return (labels.reshape(labels.shape[0], -1) != IGNORE_INDEX).any(dim=1)
+    if task == "causal_lm":
+        labels = labels[:, 1:]
+    return (labels != IGNORE_INDEX).any(dim=1)
 
 
 def per_example_stats(

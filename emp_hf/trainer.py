@@ -17,7 +17,7 @@ from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pru
 from .config import INDEX_COLUMN, EMPConfig
 from .data import RowIndexCollator, add_row_index
 from .distributed import gather_observations
-from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
+from .losses import PerExampleLossFunc, Task, infer_task, labelled_rows, per_example_stats, unwrap_peft
 from .record import model_name_of
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
@@ -73,6 +73,12 @@ class EMPTrainer(Trainer):
         self._resolve_head()
         if self.strategy.uses_weights:
             self.loss_is_scaled_for_ga = False  # the reweighted loss is a per-batch mean
+            if self.compute_loss_func is not None and per_example_loss_func is None:
+                raise ValueError(
+                    f"pruning_method={args.pruning_method!r} reweights each example's loss, so a compute_loss_func "
+                    "cannot be used as given (it returns one batch loss). Pass per_example_loss_func=fn instead, "
+                    "fn(outputs, labels) -> (loss, entropy) of shape [batch]: emp_hf weights and averages those."
+                )
         self.pruning_state: PruningState | None = self._new_pruning_state()
         self._planner: EpochPlanner | None = None
         self._sampler: PruningSampler | None = None
@@ -308,7 +314,7 @@ class EMPTrainer(Trainer):
         if self.strategy.uses_weights:
             example_loss, entropy = self._per_example(outputs, labels)
             weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(example_loss.device)
-            loss = (weight * example_loss).mean()
+            loss = self._weighted_mean(weight, example_loss, labels)
         else:
             with torch.no_grad():
                 example_loss, entropy = self._per_example(outputs, labels)
@@ -401,3 +407,11 @@ class EMPTrainer(Trainer):
                 f"EMPConfig.pruning_index_column={column!r} names a model input; the row index is removed from "
                 f"each batch before the forward pass. Choose a free column name (default {INDEX_COLUMN!r})."
             )
+
+    def _weighted_mean(self, weight: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Mean of `weight * loss` over the rows that have a label (built-in heads); no host sync, no NaN."""
+        if self.per_example_loss_func is not None or labels is None:
+            return (weight * loss).mean()
+        labelled = labelled_rows(labels, self._task).to(loss.device)
+        total = torch.where(labelled, weight * loss, torch.zeros_like(loss)).sum()
+        return total / labelled.sum().clamp_min(1)
