@@ -97,7 +97,11 @@ class EMPConfig(TrainingArguments):
         },
     )
     pruning_seed: int | None = field(
-        default=None, metadata={"help": "Seed of the pruning decisions and plan order. Default: `seed`."}
+        default=None,
+        metadata={
+            "help": "Seed of the pruning decisions and plan order. Default: `data_seed`, else `seed` (the seeds "
+            "Trainer's data order follows)."
+        },
     )
     pruning_index_column: str = field(
         default=INDEX_COLUMN,
@@ -215,4 +219,7 @@ class EMPConfig(TrainingArguments):
 
     @property
     def effective_pruning_seed(self) -> int:
-        return self.seed if self.pruning_seed is None else self.pruning_seed
+        """The seed of the plans: `pruning_seed`, else `data_seed`, else `seed` (as Trainer seeds its data order)."""
+        if self.pruning_seed is not None:
+            return self.pruning_seed
+        return self.seed if self.data_seed is None else self.data_seed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import warnings
 from dataclasses import asdict
@@ -66,6 +67,7 @@ class EMPTrainer(Trainer):
             train_dataset = add_row_index(train_dataset, args.pruning_index_column)
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
         self.per_example_loss_func = per_example_loss_func
+        self._check_sampling_strategy()
         self.strategy = build_strategy(args.pruning_method, args.pruning_options)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
@@ -128,6 +130,8 @@ class EMPTrainer(Trainer):
                 + "). Resume with the same dataset and pruning options, or set ignore_pruning_state_mismatch=True "
                 "to continue from its statistics anyway."
             )
+        if "planned_epochs" in self.pruning_state.metadata:
+            expected["planned_epochs"] = self.pruning_state.metadata["planned_epochs"]
         self.pruning_state.metadata = expected
 
     def train(
@@ -184,11 +188,14 @@ class EMPTrainer(Trainer):
             drop_last=args.dataloader_drop_last,
         )
         if args.max_steps > 0:  # as many passes over the plans as max_steps needs (open budgets: at least K rows)
-            num_epochs = 1
-            while self._total_steps(schedule := self._schedule(num_epochs), schedule.num_keep) < args.max_steps:
-                num_epochs += 1
+            num_epochs = self._epochs_for_max_steps([])  # an upper bound for an open budget: the loop's length
+            self._max_epochs = num_epochs
+            if not self.strategy.fixed_budget:  # as last fitted to the plans before a resume
+                num_epochs = self.pruning_state.metadata.get("planned_epochs", num_epochs)
         else:
-            num_epochs = int(args.num_train_epochs)
+            num_epochs = math.ceil(args.num_train_epochs)  # fractional epochs only reach here for `none`
+        self._check_drop_last(self._schedule(num_epochs))
+        self.pruning_state.metadata["planned_epochs"] = num_epochs
         self._planner = EpochPlanner(self.pruning_state, self.strategy, self._schedule(num_epochs), self._seed)
 
     @property
@@ -226,11 +233,13 @@ class EMPTrainer(Trainer):
 
     def set_initial_training_values(self, args: EMPConfig, dataloader: Any) -> tuple:
         values = list(super().set_initial_training_values(args, dataloader))
+        if self._sampler is None:  # `none` trains exactly like Trainer: its epochs, steps and fractional epochs
+            return tuple(values)
         schedule = self._planner.schedule
         sizes = self._expected_plan_sizes(schedule)
         # (num_train_epochs, num_update_steps_per_epoch, num_examples, num_train_samples,
         #  total_train_batch_size, steps_in_epoch, max_steps)
-        values[0] = schedule.num_epochs
+        values[0] = max(schedule.num_epochs, getattr(self, "_max_epochs", 0) if args.max_steps > 0 else 0)
         values[1] = self._step_counter.update_steps(sizes[0])
         values[3] = sum(sizes)
         values[5] = self._step_counter.micro_batches(sizes[0])
@@ -248,7 +257,7 @@ class EMPTrainer(Trainer):
         epochs_trained, steps_trained = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
-        if resume_from_checkpoint is None or self.state.global_step == 0:
+        if resume_from_checkpoint is None or self.state.global_step == 0 or self._sampler is None:
             return epochs_trained, steps_trained
         # Epochs have different lengths: locate global_step in the recorded plans.
         done = 0
@@ -263,10 +272,15 @@ class EMPTrainer(Trainer):
     def _run_epoch(self, **kwargs: Any) -> None:
         epoch = kwargs["epoch"]
         self._epoch = epoch
-        if self._sampler is None:
+        if self._sampler is None:  # `none`: Trainer's sampler, epochs and step counts, untouched
             self._planner.record_full_epoch(epoch)
-        else:
-            self._sampler.set_epoch(epoch)
+            super()._run_epoch(**kwargs)
+            if self.args.logging_strategy != IntervalStrategy.NO:
+                self.log(self.pruning_summary())
+            return
+        if self.args.max_steps > 0 and not self.strategy.fixed_budget and epoch == len(self.pruning_state.plans):
+            self._refit_epochs_to_max_steps(epoch)
+        self._sampler.set_epoch(epoch)
         plan_size = len(self.pruning_state.plans[epoch])
         micro_batches = self._step_counter.micro_batches(plan_size)
         loader = kwargs["train_dataloader"]
@@ -286,7 +300,8 @@ class EMPTrainer(Trainer):
         """InfoBatch without budget matching: re-estimate the total steps now that this epoch's size is known."""
         total = self._total_steps(self._planner.schedule)
         self.state.max_steps = total
-        if not retarget_lr_scheduler(self.lr_scheduler, total):
+        warmup = self.args.get_warmup_steps(total)  # a warm-up ratio is a share of the steps the run takes
+        if not retarget_lr_scheduler(self.lr_scheduler, total, warmup):
             warnings.warn(
                 f"Cannot retarget a {type(self.lr_scheduler).__name__} to InfoBatch's changing step budget; the "
                 "LR schedule assumes an upper bound and may not reach its end. Set infobatch_match_budget=True.",
@@ -415,3 +430,56 @@ class EMPTrainer(Trainer):
         labelled = labelled_rows(labels, self._task).to(loss.device)
         total = torch.where(labelled, weight * loss, torch.zeros_like(loss)).sum()
         return total / labelled.sum().clamp_min(1)
+
+    def _check_sampling_strategy(self) -> None:
+        """Pruning methods order each epoch themselves: refuse a `train_sampling_strategy` they would ignore."""
+        strategy = str(getattr(self.args, "train_sampling_strategy", "random"))
+        if self.args.pruning_method != "none" and strategy != "random":
+            raise ValueError(
+                f"train_sampling_strategy={strategy!r} is not supported with pruning_method="
+                f"{self.args.pruning_method!r}: each epoch trains on the pruning plan's rows in a shuffled order. "
+                "Set train_sampling_strategy='random' (the default), or pruning_method='none' to train exactly as "
+                "Trainer does with this sampling strategy."
+            )
+
+    def _check_drop_last(self, schedule: EpochSchedule) -> None:
+        """With `dataloader_drop_last`, refuse a plan smaller than one global batch (its epoch has no batch)."""
+        counter = self._step_counter
+        if not counter.drop_last or self.args.pruning_method == "none":
+            return
+        global_batch = counter.batch_size * counter.num_processes
+        for size, what in ((schedule.num_rows, "the training set"), (schedule.num_keep, "a pruned epoch's plan")):
+            if counter.micro_batches(size) == 0:
+                raise ValueError(
+                    f"dataloader_drop_last=True drops every batch of an epoch: {what} has {size} rows, fewer than "
+                    f"one global batch of {global_batch} ({counter.batch_size} per device x {counter.num_processes} "
+                    f"processes). Lower prune_ratio (now {schedule.prune_ratio}) or the batch size, or set "
+                    "dataloader_drop_last=False."
+                )
+
+    def _epochs_for_max_steps(self, known: list[int], unknown_size: int | None = None) -> int:
+        """Fewest epochs whose steps reach `max_steps`: `known` plan sizes first, then nominal sizes (an open
+        budget's undecided pruned epochs as large as `unknown_size`, default the latest known pruned one, else K)."""
+        num_epochs = len(known) + 1
+        while True:
+            schedule = self._schedule(num_epochs)
+            estimate = unknown_size or next(
+                (size for e, size in reversed(list(enumerate(known))) if schedule.phase(e) == "pruned"),
+                schedule.num_keep,
+            )
+            sizes = [*known[:num_epochs]]
+            for epoch in range(len(sizes), num_epochs):
+                fixed = self.strategy.fixed_budget or schedule.phase(epoch) != "pruned"
+                sizes.append(schedule.nominal_plan_size(epoch) if fixed else estimate)
+            if sum(self._step_counter.update_steps(n) for n in sizes) >= self.args.max_steps:
+                return num_epochs
+            num_epochs += 1
+
+    def _refit_epochs_to_max_steps(self, epoch: int) -> None:
+        """InfoBatch's open budget with `max_steps`: before planning `epoch`, fit the number of epochs to the plan
+        sizes seen so far, so the anneal epochs end the run. A function of the recorded plans only (resumes equal
+        the uninterrupted run); the count is kept in the pruning state's metadata as `planned_epochs`."""
+        known = [len(plan) for plan in self.pruning_state.plans[:epoch]]
+        num_epochs = min(self._epochs_for_max_steps(known), getattr(self, "_max_epochs", math.inf))
+        self.pruning_state.metadata["planned_epochs"] = num_epochs
+        self._planner.schedule = self._schedule(num_epochs)

@@ -1,13 +1,15 @@
 """Issue 14: defects that corrupted a run in silence or crashed with a traceback, each pinned by a test."""
 
+import math
+
 import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import VOCAB, make_args, make_bert, make_text_dataset
-from transformers import BertConfig, BertForTokenClassification
+from conftest import PRUNING_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
+from transformers import BertConfig, BertForTokenClassification, Trainer, TrainingArguments
 
-from emp_hf import EMPTrainer
+from emp_hf import EMPConfig, EMPTrainer
 from emp_hf.data import add_row_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -152,3 +154,148 @@ def test_weighted_strategy_weights_the_users_per_example_loss(tmp_path):
     torch.manual_seed(0)
     logits = trainer.model(input_ids=batch["input_ids"]).logits
     torch.testing.assert_close(loss, (torch.linspace(1.0, 2.0, 8) * logits.float().pow(2).mean(-1)).mean())
+
+
+# ---------------------------------------------------------------- 4 and 5. `none` is Trainer, in every setting
+def _plain_trainer(tmp_path, dataset, **kwargs) -> Trainer:
+    args = TrainingArguments(output_dir=str(tmp_path / "plain"), **{**TRAINING_DEFAULTS, **kwargs})
+    return Trainer(model=make_bert(), args=args, train_dataset=dataset)
+
+
+def _lengths_dataset() -> datasets.Dataset:
+    dataset = make_text_dataset(n=100)
+    ids = [row[: 4 + i % 8] for i, row in enumerate(dataset["input_ids"])]  # ragged lengths
+    return dataset.remove_columns("input_ids").add_column("input_ids", ids)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"train_sampling_strategy": "batch_rebalance", "gradient_accumulation_steps": 2},
+        {"train_sampling_strategy": "group_by_length"},
+        {"train_sampling_strategy": "sequential"},
+        {"num_train_epochs": 2.5},
+        {"num_train_epochs": 0.5},
+        {"num_train_epochs": 1.5, "gradient_accumulation_steps": 3},
+    ],
+)
+def test_none_trains_exactly_like_trainer(tmp_path, setting):
+    from transformers import DataCollatorWithPadding
+
+    dataset = _lengths_dataset()
+    collator = DataCollatorWithPadding(_Tokenizer())
+    plain = _plain_trainer(tmp_path, dataset, **setting)
+    plain.data_collator = collator
+    plain_out = plain.train()
+    args = make_args(tmp_path, pruning_method="none", prune_ratio=None, **setting)
+    ours = EMPTrainer(model=make_bert(), args=args, train_dataset=dataset, data_collator=collator)
+    out = ours.train()
+    assert out.global_step == plain_out.global_step
+    for a, b in zip(ours.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+class _Tokenizer:
+    """Just enough of a tokenizer for `DataCollatorWithPadding` (pads `input_ids` with 0)."""
+
+    pad_token_id = 0
+    padding_side = "right"
+    model_input_names = ["input_ids"]
+
+    def pad(self, features, padding=True, return_tensors="pt", **kwargs):
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {key: [f[key] for f in features] for key in features[0] if key != "input_ids"}
+        batch["input_ids"] = [f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features]
+        batch["attention_mask"] = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+        return {key: torch.tensor(value) for key, value in batch.items()}
+
+
+@pytest.mark.parametrize("strategy", ["batch_rebalance", "group_by_length", "sequential"])
+def test_pruning_methods_refuse_a_sampling_strategy_they_would_ignore(tmp_path, strategy):
+    args = make_args(tmp_path, train_sampling_strategy=strategy)
+    with pytest.raises(ValueError, match=f"train_sampling_strategy='{strategy}' is not supported"):
+        EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+
+
+# ---------------------------------------------------------------- 6. drop_last and a plan below one batch
+def test_drop_last_with_a_plan_smaller_than_a_batch_is_refused_before_training(tmp_path):
+    args = make_args(tmp_path, prune_ratio=0.95, dataloader_drop_last=True)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+    with pytest.raises(ValueError, match="a pruned epoch's plan has 5 rows, fewer than one global batch of 8"):
+        trainer.train()
+    assert trainer.pruning_state.plans == []
+
+
+def test_drop_last_budget_matches_the_steps_taken(tmp_path):
+    args = make_args(tmp_path, prune_ratio=0.7, dataloader_drop_last=True, num_train_epochs=4)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=100))
+    output = trainer.train()
+    sizes = trainer.pruning_state.epoch_plan_sizes
+    assert output.global_step == trainer.state.max_steps == sum(s // 8 for s in sizes)
+
+
+# ---------------------------------------------------------------- 7. InfoBatch's open budget with max_steps, resume
+def test_infobatch_open_budget_with_max_steps_ends_with_its_anneal_epoch(tmp_path):
+    n = 96
+    args = make_args(tmp_path, pruning_method="infobatch", max_steps=70, num_train_epochs=1)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=n))
+    output = trainer.train()
+    state = trainer.pruning_state
+    assert output.global_step == 70
+    planned = state.metadata["planned_epochs"]
+    assert len(state.plans) == planned  # the run ends in the last planned epoch: the anneal epoch
+    assert len(state.plans[-1]) == n and torch.equal(state.weight, torch.ones(n))
+    assert all(len(plan) < n for plan in state.plans[1:-1])
+
+
+@pytest.mark.parametrize(("method", "extra"), PRUNING_CASES)
+def test_resume_with_max_steps_equals_the_uninterrupted_run(tmp_path, method, extra):
+    def run(name, resume=None):
+        args = make_args(
+            tmp_path / name,
+            pruning_method=method,
+            max_steps=45,
+            num_train_epochs=1,
+            save_strategy="steps",
+            save_steps=20,
+            logging_steps=100,
+            **extra,
+        )
+        trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run("full")
+    resumed = run("full", resume=str(tmp_path / "full" / "out" / "checkpoint-20"))
+    a, b = full.pruning_state, resumed.pruning_state
+    assert [p.tolist() for p in a.plans] == [p.tolist() for p in b.plans]
+    assert a.metadata["planned_epochs"] == b.metadata["planned_epochs"]
+    for name in ("frequency", "last_epoch", "weight"):
+        assert torch.equal(a.tables[name], b.tables[name]), name
+    torch.testing.assert_close(a.tables["loss"], b.tables["loss"], equal_nan=True)
+
+
+def test_infobatch_open_budget_warmup_ratio_is_a_share_of_the_steps_taken(tmp_path):
+    args = make_args(
+        tmp_path, pruning_method="infobatch", num_train_epochs=6, lr_scheduler_type="linear", warmup_steps=0.2
+    )
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+    output = trainer.train()
+    keywords = trainer.lr_scheduler.lr_lambdas[0].keywords
+    assert keywords["num_training_steps"] == output.global_step
+    assert keywords["num_warmup_steps"] == math.ceil(0.2 * output.global_step)
+
+
+# ---------------------------------------------------------------- 8. data_seed drives the plans, as Trainer's order
+def test_data_seed_drives_the_plans_unless_pruning_seed_is_set(tmp_path):
+    def plans(**seeds):
+        args = make_args(tmp_path / str(seeds), num_train_epochs=3, **seeds)
+        trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+        trainer.train()
+        return [p.tolist() for p in trainer.pruning_state.plans]
+
+    assert EMPConfig(output_dir=str(tmp_path), data_seed=7).effective_pruning_seed == 7
+    assert EMPConfig(output_dir=str(tmp_path), data_seed=7, pruning_seed=3).effective_pruning_seed == 3
+    base = plans()
+    assert plans(data_seed=7) != base
+    assert plans(data_seed=7, pruning_seed=0) == base
