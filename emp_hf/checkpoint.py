@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import os
+import pickle
+import zipfile
 
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -14,6 +16,8 @@ from transformers.utils import logging
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
+
+TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME
 
 STATE_FILE = "pruning_state.pt"
 MANIFEST_FILE = "pruning_state.json"
@@ -43,6 +47,55 @@ def save_pruning_state(state: PruningState, checkpoint_dir: str) -> None:
     _atomic_write(os.path.join(checkpoint_dir, MANIFEST_FILE), json.dumps(manifest).encode())
 
 
+def read_manifest(checkpoint_dir: str) -> dict:
+    """The manifest of `checkpoint_dir`'s pruning state; a truncated, empty or edited one is a one-line error."""
+    path = os.path.join(checkpoint_dir, MANIFEST_FILE)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}): the save was interrupted or the file damaged. "
+            "Use another checkpoint."
+        ) from None
+    valid = (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("bytes"), int)
+        and isinstance(manifest.get("sha256"), str)
+    )
+    if not valid:
+        raise ValueError(
+            f"{path} is not a pruning-state manifest (it needs 'bytes' and 'sha256'; got {str(manifest)[:80]}): "
+            "the file was edited or damaged. Use another checkpoint."
+        )
+    return manifest
+
+
+def load_state_payload(data: bytes | str, source: str) -> dict:
+    """`torch.load` a pruning state (`weights_only=True`, always); a truncated or damaged file is a one-line error.
+
+    Never load a pruning state with `weights_only=False`: it is plain tensors and lists, and a file that needs more
+    is not one emp_hf wrote.
+    """
+    try:
+        payload = torch.load(
+            io.BytesIO(data) if isinstance(data, bytes) else data, map_location="cpu", weights_only=True
+        )
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, zipfile.BadZipFile) as error:
+        reason = (
+            str(error).splitlines()[0][:120] if not isinstance(error, pickle.UnpicklingError) else "unpickling failed"
+        )
+        raise ValueError(
+            f"{source} cannot be read ({type(error).__name__}: {reason}): it is truncated, damaged or not written by "
+            "emp_hf. Use another checkpoint; do not load it with weights_only=False."
+        ) from None
+    if not isinstance(payload, dict) or "num_rows" not in payload or "tables" not in payload:
+        raise ValueError(
+            f"{source} is not a pruning state written by emp_hf (no 'num_rows'/'tables'). Use another checkpoint."
+        )
+    return payload
+
+
 def load_pruning_state(state: PruningState, checkpoint_dir: str) -> None:
     """Restore `state` from `checkpoint_dir`; a missing, partial or corrupted file is an error, never skipped."""
     path = os.path.join(checkpoint_dir, STATE_FILE)
@@ -54,23 +107,34 @@ def load_pruning_state(state: PruningState, checkpoint_dir: str) -> None:
         )
     with open(path, "rb") as f:
         payload = f.read()
-    with open(manifest_path) as f:
-        manifest = json.load(f)
+    manifest = read_manifest(checkpoint_dir)
     if len(payload) != manifest["bytes"] or hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
-        raise ValueError(f"The pruning state in {checkpoint_dir} does not match its manifest: it is corrupted.")
-    state.load_state_dict(torch.load(io.BytesIO(payload), weights_only=True))
+        raise ValueError(
+            f"The pruning state in {checkpoint_dir} does not match its manifest: it is corrupted (truncated or "
+            "changed after saving). Resume from another checkpoint."
+        )
+    state.load_state_dict(load_state_payload(payload, path))
 
 
 def has_complete_pruning_state(checkpoint_dir: str) -> bool:
     """Whether `checkpoint_dir` holds a pruning state that matches its manifest (written last on save)."""
     try:
-        with open(os.path.join(checkpoint_dir, MANIFEST_FILE)) as f:
-            manifest = json.load(f)
+        manifest = read_manifest(checkpoint_dir)
         with open(os.path.join(checkpoint_dir, STATE_FILE), "rb") as f:
             payload = f.read()
     except (OSError, ValueError):
         return False
-    return len(payload) == manifest.get("bytes") and hashlib.sha256(payload).hexdigest() == manifest.get("sha256")
+    return len(payload) == manifest["bytes"] and hashlib.sha256(payload).hexdigest() == manifest["sha256"]
+
+
+def _has_trainer_state(checkpoint_dir: str) -> bool:
+    """Whether the Trainer finished its part of the save: `trainer_state.json`, written after the model and
+    optimizer (and after the pruning state, which `EMPTrainer` writes first), parses."""
+    try:
+        with open(os.path.join(checkpoint_dir, TRAINER_STATE_NAME)) as f:
+            return isinstance(json.load(f), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def latest_complete_checkpoint(output_dir: str) -> str | None:
@@ -84,7 +148,7 @@ def latest_complete_checkpoint(output_dir: str) -> str | None:
     )
     for _, name in reversed(steps):
         path = os.path.join(output_dir, name)
-        if has_complete_pruning_state(path):
+        if has_complete_pruning_state(path) and _has_trainer_state(path):
             return path
-        logger.warning(f"Skipping {path}: its save did not finish (no complete pruning state).")
+        logger.warning(f"Skipping {path}: its save did not finish (no complete pruning state or trainer state).")
     return None

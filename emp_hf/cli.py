@@ -1,10 +1,10 @@
 """`emp-hf`: export, push and inspect the pruning record of an `EMPTrainer` run.
 
-    emp-hf export OUTPUT_DIR --to DIR [--checkpoint CKPT] [--model-name NAME] [--plots]
+    emp-hf export OUTPUT_DIR --to DIR [--checkpoint CKPT] [--model-name NAME] [--plots] [--overwrite]
     emp-hf push OUTPUT_DIR_OR_RECORD_DIR --repo-id ID [--private] [--revision REV] [--token TOKEN]
     emp-hf inspect OUTPUT_DIR_OR_RECORD_DIR_OR_REPO [--plots DIR] [--json]
 
-See `docs/hub.md`.
+Also `python -m emp_hf ...`. See `docs/hub.md`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(export)
     export.add_argument("--model-name", help="model name to record (default: from the checkpoint's config.json)")
     export.add_argument("--plots", action="store_true", help="also write plots/*.png and embed them in the card")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a README.md in DIR that is not a pruning record's card"
+    )
 
     push = commands.add_parser(
         "push",
@@ -93,7 +98,7 @@ def _load(source: str, checkpoint: str | None, revision: str | None = None, toke
 
 def cmd_export(args: argparse.Namespace) -> int:
     record = record_from_output_dir(args.output_dir, args.checkpoint, model_name=args.model_name)
-    directory = save_pruning_record(record, args.to, plots=args.plots)
+    directory = save_pruning_record(record, args.to, plots=args.plots, overwrite=args.overwrite)
     source = record.metadata.get("source", {}).get("checkpoint")
     print(
         f"Wrote the pruning record of {args.output_dir}"
@@ -191,6 +196,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, HfHubHTTPError) as e:
         print(f"emp-hf {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as e:
+        print(
+            f"emp-hf {args.command}: error: cannot read the pruning state ({type(e).__name__}): the file is "
+            "truncated, damaged or not written by emp_hf. Use another checkpoint (--checkpoint); do not load it with "
+            "weights_only=False.",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as e:
+        if not _is_network_error(e):
+            raise
+        from huggingface_hub import constants
+
+        print(
+            f"emp-hf {args.command}: error: cannot reach the Hub at {constants.ENDPOINT} ({type(e).__name__}: {e}). "
+            "Check the network and HF_ENDPOINT, then run the command again.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _is_network_error(error: BaseException) -> bool:
+    """A connection or transport error of the HTTP client huggingface_hub uses (requests, httpx or httpx2)."""
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    return any(
+        c.__module__.split(".")[0] in {"httpx", "httpx2", "httpcore", "requests", "urllib3"}
+        for c in type(error).__mro__
+    )
 
 
 if __name__ == "__main__":

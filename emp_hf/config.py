@@ -19,7 +19,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@dataclass
+@dataclass(repr=False)  # keep TrainingArguments' __repr__, which redacts *_token fields
 class EMPConfig(TrainingArguments):
     """[`~transformers.TrainingArguments`] for [`EMPTrainer`]: every Trainer option, plus data pruning.
 

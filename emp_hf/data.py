@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -138,5 +138,10 @@ class RowIndexCollator:
             return self.collator(features)
         rows = [int(f[self.column]) for f in features]
         batch = self.collator([{k: v for k, v in f.items() if k != self.column} for f in features])
+        if not isinstance(batch, MutableMapping):
+            raise TypeError(
+                f"The data collator returned a {type(batch).__name__}; EMPTrainer (like Trainer) needs a dict batch, "
+                "e.g. {'input_ids': ..., 'labels': ...}, to carry each example's row index. Return a dict."
+            )
         batch[self.column] = torch.tensor(rows, dtype=torch.int64)
         return batch

@@ -339,10 +339,21 @@ def record_from_output_dir(
 
 
 # ---------------------------------------------------------------------- save and load
-def save_pruning_record(record: PruningRecord, directory: str | os.PathLike, *, plots: bool = False) -> str:
+def save_pruning_record(
+    record: PruningRecord, directory: str | os.PathLike, *, plots: bool = False, overwrite: bool = False
+) -> str:
     """Write `record` to `directory`: `rows.parquet`, `plans.parquet`, `pruning_record.json` and the dataset
-    card `README.md` (and `plots/*.png`, embedded in the card, with `plots=True`). Returns the directory."""
+    card `README.md` (and `plots/*.png`, embedded in the card, with `plots=True`). Returns the directory.
+
+    A `README.md` that is not a pruning record's card (the directory holds no `pruning_record.json`) is never
+    replaced unless `overwrite=True`."""
     directory = os.fspath(directory)
+    card_path = os.path.join(directory, CARD_FILE)
+    if os.path.isfile(card_path) and not is_record_dir(directory) and not overwrite:
+        raise FileExistsError(
+            f"{card_path} exists and is not a pruning record's card: exporting would replace it. Choose an empty "
+            "directory, or pass overwrite=True (emp-hf export --overwrite)."
+        )
     os.makedirs(directory, exist_ok=True)
     _write_parquet(record.rows, os.path.join(directory, ROWS_FILE))
     _write_parquet(record.plans, os.path.join(directory, PLANS_FILE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import tempfile
 import warnings
 from dataclasses import asdict
 from typing import Any
@@ -144,6 +145,7 @@ class EMPTrainer(Trainer):
         if self.train_dataset is None:
             raise ValueError("EMPTrainer: training requires a train_dataset.")
         self._resolve_head()
+        self._check_output_dir_writable()
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
             resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -376,14 +378,17 @@ class EMPTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints and logging
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        # The pruning state goes in first: the Trainer's save ends by deleting old checkpoints
+        # (save_total_limit) and may push the folder (hub_strategy="checkpoint"); both must find it written.
+        # The Trainer's trainer_state.json, written after the model, marks the checkpoint complete.
         if self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             save_pruning_state(self.pruning_state, folder)
-            if self.args.push_pruning_record and self.args.pruning_record_push_on_save:
-                self._push_pruning_record()
+        super()._save_checkpoint(model, trial)
+        if self.args.push_pruning_record and self.args.pruning_record_push_on_save and self.is_world_process_zero():
+            self._push_pruning_record()  # global rank 0 only, also with save_on_each_node
 
     def _push_pruning_record(self, save_dir: str | None = None) -> None:
         """Push the pruning record to the Hub; a failure is logged with the command that retries it."""
@@ -483,3 +488,18 @@ class EMPTrainer(Trainer):
         num_epochs = min(self._epochs_for_max_steps(known), getattr(self, "_max_epochs", math.inf))
         self.pruning_state.metadata["planned_epochs"] = num_epochs
         self._planner.schedule = self._schedule(num_epochs)
+
+    def _check_output_dir_writable(self) -> None:
+        """Fail before training, not after it, when the pruning state could not be saved into `output_dir`."""
+        if not (self.args.should_save or self.is_world_process_zero()):
+            return
+        output_dir = self.args.output_dir
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".emp_hf-write-test-"):
+                pass
+        except OSError as error:
+            raise PermissionError(
+                f"output_dir={output_dir!r} is not writable ({error.strerror or error}): EMPTrainer saves the pruning "
+                "state there at each checkpoint and at the end of training. Choose a writable output_dir."
+            ) from None

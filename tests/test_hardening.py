@@ -1,6 +1,11 @@
 """Issue 14: defects that corrupted a run in silence or crashed with a traceback, each pinned by a test."""
 
 import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
 
 import datasets
 import pytest
@@ -9,7 +14,7 @@ import torch.nn.functional as F
 from conftest import PRUNING_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
 from transformers import BertConfig, BertForTokenClassification, Trainer, TrainingArguments
 
-from emp_hf import EMPConfig, EMPTrainer
+from emp_hf import EMPConfig, EMPTrainer, cli
 from emp_hf.data import add_row_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -299,3 +304,201 @@ def test_data_seed_drives_the_plans_unless_pruning_seed_is_set(tmp_path):
     base = plans()
     assert plans(data_seed=7) != base
     assert plans(data_seed=7, pruning_seed=0) == base
+
+
+# ---------------------------------------------------------------- 10. the Hub token stays out of repr
+def test_config_repr_redacts_the_hub_token(tmp_path):
+    config = EMPConfig(output_dir=str(tmp_path), hub_token="hf_SECRET_TOKEN")
+    for text in (repr(config), str(config)):
+        assert "hf_SECRET_TOKEN" not in text
+        assert "hub_token=<HUB_TOKEN>" in text and "pruning_method=emp" in text
+
+
+# ---------------------------------------------------------------- 11-13. checkpoint saves: who pushes, what survives
+def _checkpointing_trainer(tmp_path, **kwargs) -> EMPTrainer:
+    args = make_args(tmp_path, num_train_epochs=4, save_strategy="steps", save_steps=4, logging_steps=100, **kwargs)
+    return EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=32))
+
+
+def test_only_global_rank_zero_pushes_the_pruning_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    trainer = _checkpointing_trainer(
+        tmp_path, save_on_each_node=True, push_pruning_record=True, pruning_record_push_on_save=True
+    )
+    pushes = []
+    monkeypatch.setattr(trainer, "_push_pruning_record", lambda *a, **k: pushes.append(trainer.args.process_index))
+    trainer.train()
+    assert pushes  # rank 0 pushes at every save
+    pushes.clear()
+    # the same save on a second node's local rank 0 (global rank 4): it saves, it does not push
+    monkeypatch.setattr(type(trainer.args), "process_index", property(lambda self: 4))
+    assert trainer.args.should_save and not trainer.is_world_process_zero()
+    trainer._save_checkpoint(trainer.model, None)
+    assert pushes == []
+
+
+def test_a_kill_while_writing_the_pruning_state_keeps_a_resumable_checkpoint(tmp_path, monkeypatch):
+    import emp_hf.checkpoint
+    from emp_hf.checkpoint import latest_complete_checkpoint
+
+    trainer = _checkpointing_trainer(tmp_path, save_total_limit=1)
+    write = emp_hf.checkpoint._atomic_write
+
+    def dies_at_the_second_save(path, data):
+        if "checkpoint-8" in path:
+            raise KeyboardInterrupt("killed while writing the pruning state")
+        write(path, data)
+
+    monkeypatch.setattr(emp_hf.checkpoint, "_atomic_write", dies_at_the_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    output_dir = trainer.args.output_dir
+    assert latest_complete_checkpoint(output_dir) == f"{output_dir}/checkpoint-4"
+    monkeypatch.setattr(emp_hf.checkpoint, "_atomic_write", write)
+    resumed = _checkpointing_trainer(tmp_path, save_total_limit=1)
+    output = resumed.train(resume_from_checkpoint=True)
+    assert output.global_step == resumed.state.max_steps
+
+
+def test_checkpoint_push_finds_the_pruning_state_written(tmp_path, monkeypatch):
+    trainer = _checkpointing_trainer(tmp_path)
+    seen = []
+
+    def push_from_checkpoint(folder):
+        seen.append(sorted(f for f in os.listdir(folder) if f.startswith("pruning_state")))
+
+    monkeypatch.setattr(trainer, "_push_from_checkpoint", push_from_checkpoint)
+    trainer.args.push_to_hub = True
+    trainer.train()
+    assert seen and all(files == ["pruning_state.json", "pruning_state.pt"] for files in seen)
+
+
+# ---------------------------------------------------------------- 14. one-line errors instead of tracebacks
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("run")
+    trainer = _checkpointing_trainer(tmp_path)
+    trainer.train()
+    return tmp_path / "out"
+
+
+def _damage(path, how):
+    if how == "truncated manifest":
+        (path / "pruning_state.json").write_text('{"sha256": "ab')
+    elif how == "empty-dict manifest":
+        (path / "pruning_state.json").write_text("{}")
+    elif how == "list manifest":
+        (path / "pruning_state.json").write_text("[]")
+    elif how == "truncated state":
+        data = (path / "pruning_state.pt").read_bytes()
+        (path / "pruning_state.pt").write_bytes(data[:300])
+    elif how == "byte-flipped state":
+        data = bytearray((path / "pruning_state.pt").read_bytes())
+        data[60] ^= 0xFF
+        data[200] ^= 0xFF
+        (path / "pruning_state.pt").write_bytes(bytes(data))
+
+
+DAMAGES = ["truncated manifest", "empty-dict manifest", "list manifest", "truncated state", "byte-flipped state"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_pruning_state_is_a_one_line_cli_error(finished_run, tmp_path, capsys, how):
+    checkpoint = tmp_path / "checkpoint-8"
+    shutil.copytree(finished_run / "checkpoint-8", checkpoint)
+    _damage(checkpoint, how)
+    assert cli.main(["inspect", str(checkpoint)]) == 1
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emp-hf inspect: error:"), stderr
+    assert "set to `False`" not in stderr  # torch's advice to load with weights_only=False: never
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_pruning_state_is_a_clear_error_on_resume(finished_run, tmp_path, how):
+    from emp_hf.checkpoint import latest_complete_checkpoint, load_pruning_state
+    from emp_hf.tracker import PruningState
+
+    checkpoint = tmp_path / "out" / "checkpoint-8"
+    shutil.copytree(finished_run / "checkpoint-8", checkpoint)
+    shutil.copytree(finished_run / "checkpoint-4", tmp_path / "out" / "checkpoint-4")
+    _damage(checkpoint, how)
+    with pytest.raises(ValueError, match="corrupted|not valid JSON|not a pruning-state manifest|cannot be read"):
+        load_pruning_state(PruningState(32), str(checkpoint))
+    assert latest_complete_checkpoint(str(tmp_path / "out")).endswith("checkpoint-4")
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", **extra}
+
+
+def test_push_to_an_unreachable_hub_is_a_one_line_error(finished_run, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    assert cli.main(["push", str(finished_run), "--repo-id", "user/record", "--token", "hf_test"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach the Hub at http://127.0.0.1:{port}" in lines[0], lines
+    assert "ConnectError" in lines[0] or "Connection" in lines[0]
+
+
+def test_a_collator_returning_a_list_is_a_clear_error(tmp_path):
+    def list_collator(features):
+        return [f["input_ids"] for f in features]
+
+    args = make_args(tmp_path)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(), data_collator=list_collator)
+    with pytest.raises(TypeError, match="data collator returned a list; EMPTrainer .* needs a dict batch"):
+        trainer.train()
+
+
+# ---------------------------------------------------------------- 15. export and output_dir
+def test_export_does_not_replace_a_users_readme(finished_run, tmp_path, capsys):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "README.md").write_text("my notes\n")
+    command = ["export", str(finished_run), "--to", str(target)]
+    assert cli.main(command) == 1
+    assert "README.md exists and is not a pruning record's card" in capsys.readouterr().err
+    assert (target / "README.md").read_text() == "my notes\n"
+    assert cli.main([*command, "--overwrite"]) == 0
+    assert (target / "README.md").read_text() != "my notes\n"
+    assert cli.main(command) == 0  # its own card: a re-export replaces it
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc (read-only even for root)")
+def test_unwritable_output_dir_fails_before_training(tmp_path):
+    args = make_args(tmp_path)
+    args.output_dir = "/proc"  # exists, and nobody can create files in it
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+    with pytest.raises(PermissionError, match="output_dir='/proc' is not writable"):
+        trainer.train()
+    assert trainer.pruning_state.plans == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_dir_fails_before_training(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    args = make_args(tmp_path)
+    args.output_dir = str(out)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+    with pytest.raises(PermissionError, match="is not writable"):
+        trainer.train()
+
+
+# ---------------------------------------------------------------- 16. python -m emp_hf
+def test_python_dash_m_runs_the_cli(finished_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "emp_hf", "inspect", str(finished_run), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"rows": 32' in result.stdout
