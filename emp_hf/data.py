@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, Sampler
 from transformers.utils import logging
 
 from .config import INDEX_COLUMN
@@ -145,3 +145,68 @@ class RowIndexCollator:
             )
         batch[self.column] = torch.tensor(rows, dtype=torch.int64)
         return batch
+
+
+def length_grouped_order(plan: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """`plan` (already shuffled) reordered as `transformers`' `LengthGroupedSampler` orders a random permutation:
+    mega-batches of `min(len // (4 * batch_size), 50) * batch_size` rows, each sorted by descending length, the
+    longest row first. Same rows, deterministic given the plan (so a resumed epoch replays the same order)."""
+    n = plan.numel()
+    mult = max(min(n // (batch_size * 4), 50), 1)
+    size = mult * batch_size
+    count = -(-n // size)
+    padded = torch.full((count * size,), -1, dtype=torch.int64)
+    padded[:n] = plan.to(torch.int64)
+    keys = torch.where(padded >= 0, lengths[padded.clamp_min(0)].to(torch.int64), -1).view(count, size)
+    order = torch.sort(keys, dim=1, descending=True, stable=True).indices
+    grouped = padded.view(count, size).gather(1, order).flatten()
+    grouped = grouped[grouped >= 0]
+    first_of = torch.arange(count) * size  # each mega-batch's longest row sits at its start
+    starts = first_of[first_of < grouped.numel()]
+    swap = torch.stack([torch.zeros((), dtype=torch.int64), starts[torch.argmax(lengths[grouped[starts]])]])
+    grouped[swap] = grouped[swap.flip(0)]
+    return grouped
+
+
+class PlanOrderSampler(Sampler[int]):
+    """Yields a pruning sampler's plan in the order `train_sampling_strategy` asks for: `group_by_length`
+    (`length_grouped_order`) or `sequential` (ascending rows). `set_epoch` and `len` are the wrapped sampler's."""
+
+    def __init__(self, sampler: Any, strategy: str, lengths: torch.Tensor | None = None, batch_size: int = 1) -> None:
+        if strategy not in ("group_by_length", "sequential"):
+            raise ValueError(f"Unknown plan order {strategy!r}.")
+        if strategy == "group_by_length" and lengths is None:
+            raise ValueError("group_by_length needs the length of every row.")
+        self.sampler = sampler
+        self.strategy = strategy
+        self.lengths = lengths
+        self.batch_size = batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[int]:
+        plan = torch.as_tensor(list(self.sampler), dtype=torch.int64)
+        if self.strategy == "sequential":
+            return iter(torch.sort(plan).values.tolist())
+        return iter(length_grouped_order(plan, self.lengths, self.batch_size).tolist())
+
+
+def row_lengths(dataset: Any, length_column: str, input_name: str) -> torch.Tensor:
+    """Each row's length, as `Trainer` finds it for `group_by_length`: the `length_column` if the dataset has one,
+    else the length of each row's `input_name` (read once, before training)."""
+    if datasets is not None and isinstance(dataset, datasets.Dataset) and length_column in dataset.column_names:
+        return torch.as_tensor(np.asarray(dataset.with_format("numpy", columns=[length_column])[:][length_column]))
+    first = dataset[0]
+    if not isinstance(first, Mapping) or input_name not in first:
+        raise ValueError(
+            f"train_sampling_strategy='group_by_length' needs row lengths: add a {length_column!r} column "
+            f"(length_column_name) or give each row an {input_name!r} field."
+        )
+    if datasets is not None and isinstance(dataset, datasets.Dataset):
+        column = dataset.with_format(None, columns=[input_name])[:][input_name]
+        return torch.tensor([len(value) for value in column], dtype=torch.int64)
+    return torch.tensor([len(dataset[i][input_name]) for i in range(len(dataset))], dtype=torch.int64)

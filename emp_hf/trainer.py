@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .config import INDEX_COLUMN, EMPConfig
-from .data import RowIndexCollator, add_row_index
+from .data import PlanOrderSampler, RowIndexCollator, add_row_index, row_lengths
 from .distributed import gather_observations
 from .losses import PerExampleLossFunc, Task, infer_task, labelled_rows, per_example_stats, unwrap_peft
 from .record import model_name_of
@@ -169,6 +169,11 @@ class EMPTrainer(Trainer):
             self._sampler = None
             return super()._get_train_sampler(train_dataset)
         self._sampler = PruningSampler(self._planner)
+        order = str(self.args.train_sampling_strategy)
+        if order in ("group_by_length", "sequential"):  # the plan's rows, in the order Trainer would use
+            lengths = self._row_lengths() if order == "group_by_length" else None
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return PlanOrderSampler(self._sampler, order, lengths, batch)
         return self._sampler
 
     def _prepare_pruning(self) -> None:
@@ -437,14 +442,14 @@ class EMPTrainer(Trainer):
         return total / labelled.sum().clamp_min(1)
 
     def _check_sampling_strategy(self) -> None:
-        """Pruning methods order each epoch themselves: refuse a `train_sampling_strategy` they would ignore."""
+        """Pruning methods order each plan as 'random', 'group_by_length' or 'sequential'; refuse the others."""
         strategy = str(getattr(self.args, "train_sampling_strategy", "random"))
-        if self.args.pruning_method != "none" and strategy != "random":
+        if self.args.pruning_method != "none" and strategy not in ("random", "group_by_length", "sequential"):
             raise ValueError(
                 f"train_sampling_strategy={strategy!r} is not supported with pruning_method="
-                f"{self.args.pruning_method!r}: each epoch trains on the pruning plan's rows in a shuffled order. "
-                "Set train_sampling_strategy='random' (the default), or pruning_method='none' to train exactly as "
-                "Trainer does with this sampling strategy."
+                f"{self.args.pruning_method!r}: it rebalances Trainer's own batches, while each epoch trains on the "
+                "pruning plan's rows. Use 'random' (the default), 'group_by_length' or 'sequential', or "
+                "pruning_method='none' to train exactly as Trainer does with this sampling strategy."
             )
 
     def _check_drop_last(self, schedule: EpochSchedule) -> None:
@@ -503,3 +508,10 @@ class EMPTrainer(Trainer):
                 f"output_dir={output_dir!r} is not writable ({error.strerror or error}): EMPTrainer saves the pruning "
                 "state there at each checkpoint and at the end of training. Choose a writable output_dir."
             ) from None
+
+    def _row_lengths(self) -> torch.Tensor:
+        """Row lengths for `group_by_length`, found as Trainer finds them (computed once per trainer)."""
+        if getattr(self, "_lengths", None) is None:
+            names = getattr(self.processing_class, "model_input_names", None) or ["input_ids"]
+            self._lengths = row_lengths(self.train_dataset, self.args.length_column_name, names[0])
+        return self._lengths

@@ -215,11 +215,56 @@ class _Tokenizer:
         return {key: torch.tensor(value) for key, value in batch.items()}
 
 
-@pytest.mark.parametrize("strategy", ["batch_rebalance", "group_by_length", "sequential"])
-def test_pruning_methods_refuse_a_sampling_strategy_they_would_ignore(tmp_path, strategy):
-    args = make_args(tmp_path, train_sampling_strategy=strategy)
-    with pytest.raises(ValueError, match=f"train_sampling_strategy='{strategy}' is not supported"):
+def test_pruning_methods_refuse_batch_rebalance(tmp_path):
+    args = make_args(tmp_path, train_sampling_strategy="batch_rebalance")
+    with pytest.raises(ValueError, match="train_sampling_strategy='batch_rebalance' is not supported"):
         EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+
+
+def test_length_grouped_order_is_transformers_order_of_the_same_permutation():
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from emp_hf.data import length_grouped_order
+
+    lengths = torch.randint(1, 50, (1003,), generator=torch.Generator().manual_seed(1))
+    for batch_size in (1, 8, 24):
+        expected = get_length_grouped_indices(lengths.tolist(), batch_size, generator=torch.Generator().manual_seed(2))
+        plan = torch.randperm(1003, generator=torch.Generator().manual_seed(2))
+        assert length_grouped_order(plan, lengths, batch_size).tolist() == expected
+
+
+class _BatchRecorder(EMPTrainer):
+    """Records the rows of every training micro-batch, in order."""
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training:
+            self.batches.setdefault(self._epoch, []).append(inputs[self.args.pruning_index_column].tolist())
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["group_by_length", "sequential"])
+def test_pruning_methods_honour_the_sampling_order_inside_each_plan(tmp_path, strategy):
+    from transformers import DataCollatorWithPadding
+
+    from emp_hf.data import length_grouped_order
+
+    dataset = _lengths_dataset()
+    lengths = torch.tensor([len(ids) for ids in dataset["input_ids"]])
+    args = make_args(tmp_path, pruning_method="emp", num_train_epochs=3, train_sampling_strategy=strategy)
+    trainer = _BatchRecorder(
+        model=make_bert(), args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(_Tokenizer())
+    )
+    trainer.batches = {}
+    trainer.train()
+    plans = trainer.pruning_state.plans
+    assert [len(p) for p in plans] == [100, 50, 50]
+    for epoch, plan in enumerate(plans):
+        rows = [row for batch in trainer.batches[epoch] for row in batch]
+        if strategy == "sequential":
+            assert rows == sorted(plan.tolist())
+        else:
+            assert rows == length_grouped_order(plan, lengths, 8).tolist()
+            assert lengths[rows[0]] == lengths[plan.long()].max()
 
 
 # ---------------------------------------------------------------- 6. drop_last and a plan below one batch
