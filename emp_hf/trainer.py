@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, TrainOutput
-from transformers.utils import logging
+from transformers.utils import find_labels, logging
 
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .config import INDEX_COLUMN, EMPConfig
@@ -426,7 +426,10 @@ class EMPTrainer(Trainer):
         column = args.pruning_index_column
         forward = getattr(unwrap_peft(model), "forward", None) if model is not None else None
         inputs = set(inspect.signature(forward).parameters) if forward is not None else set()
-        inputs |= {"label", "label_ids", "labels", *(args.label_names or [])}
+        labels = args.label_names
+        if labels is None:
+            labels = find_labels(type(unwrap_peft(model))) if forward is not None else []
+        inputs |= {"label", "label_ids", "labels", *labels}
         if column in inputs:
             raise ValueError(
                 f"EMPConfig.pruning_index_column={column!r} names a model input; the row index is removed from "

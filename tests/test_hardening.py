@@ -49,9 +49,11 @@ def test_index_column_that_is_already_the_row_index_is_kept():
     assert add_row_index(indexed) is indexed
 
 
-@pytest.mark.parametrize("column", ["input_ids", "labels", "attention_mask"])
+@pytest.mark.parametrize("column", ["input_ids", "labels", "attention_mask", "my_target"])
 def test_index_column_naming_a_model_input_is_refused(tmp_path, column):
-    args = make_args(tmp_path, pruning_index_column=column)
+    args = make_args(
+        tmp_path, pruning_index_column=column, label_names=["my_target"] if column == "my_target" else None
+    )
     with pytest.raises(ValueError, match="pruning_index_column='.*' names a model input"):
         EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
 
