@@ -470,16 +470,14 @@ class EMPTrainer(Trainer):
                     "dataloader_drop_last=False."
                 )
 
-    def _epochs_for_max_steps(self, known: list[int], unknown_size: int | None = None) -> int:
+    def _epochs_for_max_steps(self, known: list[int]) -> int:
         """Fewest epochs whose steps reach `max_steps`: `known` plan sizes first, then nominal sizes (an open
-        budget's undecided pruned epochs as large as `unknown_size`, default the latest known pruned one, else K)."""
+        budget's undecided pruned epochs as large as the latest known plan smaller than the dataset, else K, the
+        smallest an open-budget plan can be)."""
         num_epochs = len(known) + 1
         while True:
             schedule = self._schedule(num_epochs)
-            estimate = unknown_size or next(
-                (size for e, size in reversed(list(enumerate(known))) if schedule.phase(e) == "pruned"),
-                schedule.num_keep,
-            )
+            estimate = next((size for size in reversed(known) if size < schedule.num_rows), schedule.num_keep)
             sizes = [*known[:num_epochs]]
             for epoch in range(len(sizes), num_epochs):
                 fixed = self.strategy.fixed_budget or schedule.phase(epoch) != "pruned"
