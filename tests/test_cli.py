@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_args, make_bert, make_text_dataset
+from helpers import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.cli import main
