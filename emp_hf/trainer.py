@@ -356,6 +356,12 @@ class PruningMixin(TrainerLoopHooks):
 
     def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
         """Record one micro-batch's observations from every process. No host synchronisation."""
+        if loss.shape != rows.shape or entropy.shape != rows.shape:  # shapes only: no synchronisation
+            raise ValueError(
+                f"Per-example loss and entropy must have one value per example, shape {tuple(rows.shape)}, got "
+                f"{tuple(loss.shape)} and {tuple(entropy.shape)}. A batch that merges examples (padding-free or "
+                "packed rows) must be split back into examples (see docs/api.md)."
+            )
         rows, loss, entropy = gather_observations(self.accelerator, rows, loss, entropy, self._train_batch_size)
         self.pruning_state.update(rows, loss, entropy, self._epoch)
 

@@ -90,3 +90,69 @@ def make_args(tmp_path, **kwargs) -> EMPConfig:
     defaults = dict(output_dir=str(tmp_path / "out"), **TRAINING_DEFAULTS, pruning_method="random", prune_ratio=0.5)
     defaults.update(kwargs)
     return EMPConfig(**defaults)
+
+
+def make_word_tokenizer(texts: list[str]):
+    """A word-level fast tokenizer over the words of `texts` (no BOS; `<eos>` and `<pad>`), built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({word for text in texts for word in text.split()})
+    vocab = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def make_tiny_llama(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config)
+
+
+def make_tiny_t5(vocab_size: int = VOCAB, seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+def make_prompt_completion_dataset(n: int = 32, seed: int = 0) -> datasets.Dataset:
+    """Sentiment as instructions: a prompt of words, the completion ' positive' or ' negative' (by word 'good')."""
+    g = torch.Generator().manual_seed(seed)
+    filler = ["the", "film", "was", "plot", "actors", "long", "story", "music", "ending", "scene"]
+    prompts, completions = [], []
+    for i in range(n):
+        length = 3 + int(torch.randint(0, 5, (1,), generator=g))
+        words = [filler[int(j)] for j in torch.randint(0, len(filler), (length,), generator=g)]
+        positive = i % 2 == 0
+        words.insert(int(torch.randint(0, length, (1,), generator=g)), "good" if positive else "bad")
+        prompts.append("Review: " + " ".join(words) + " Sentiment:")
+        completions.append(" positive" if positive else " negative")
+    return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
