@@ -9,6 +9,7 @@ from transformers import HfArgumentParser
 
 trl = pytest.importorskip("trl")
 
+from emp_hf.offline_data import sentiment_available  # noqa: E402
 from emp_hf.schedule import StepCounter  # noqa: E402
 from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer, causal_lm_stats  # noqa: E402
 
@@ -186,3 +187,65 @@ def test_sft_prunes_with_the_promised_steps(tmp_path, sft_data, method, one_thre
     assert output.global_step == sum(StepCounter(8).update_steps(n) for n in sizes)
     assert output.metrics["train_realized_saving"] == pytest.approx(1 - sum(sizes) / (3 * 32))
     assert math.isfinite(output.training_loss)
+
+
+@pytest.fixture
+def sft_recipe():
+    """`recipes/sft.py` as a module (its directory on the path, as when run as a script)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    sys.path.insert(0, str(recipes))
+    spec = importlib.util.spec_from_file_location("recipes_sft", recipes / "sft.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe
+    try:
+        spec.loader.exec_module(recipe)
+        yield recipe
+    finally:
+        sys.path.remove(str(recipes))
+        sys.modules.pop("recipes_sft", None)
+
+
+needs_sentiment = pytest.mark.skipif(not sentiment_available(), reason="sentiment sentences not installed")
+
+
+@needs_sentiment
+def test_sft_recipe_runs_offline(tmp_path, sft_recipe, one_thread, capsys):
+    """`recipes/sft.py` on the real movie-review sentences as instructions, with a tiny Llama from a config."""
+    import json
+
+    out = tmp_path / "sft"
+    results = sft_recipe.main(
+        ["--output_dir", str(out), "--max_train_samples", "64", "--max_eval_samples", "32"]
+        + ["--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"]
+        + ["--pruning_method", "emp", "--prune_ratio", "0.5", "--tiny_hidden_size", "16", "--tiny_num_layers", "1"]
+        + ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true"]
+        + ["--bf16", "false", "--gradient_checkpointing", "false"]
+    )
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["plan_sizes"] == [64, 32]
+    assert saved["realized_saving"] == pytest.approx(0.25)
+    assert saved["optimizer_steps"] == 8 + 4 and saved["full_data_optimizer_steps"] == 16
+    assert 0.0 <= saved["eval_accuracy"] <= 1.0 and results["eval_accuracy"] == saved["eval_accuracy"]
+    printed = capsys.readouterr().out
+    assert "realised saving    25.0%" in printed and "eval_accuracy" in printed
+
+
+@needs_sentiment
+def test_sft_recipe_accuracy_matches_one_prompt_at_a_time(sft_recipe, one_thread):
+    """The batched (right-padded) accuracy equals the label ranking read off each unpadded prompt alone."""
+    args = sft_recipe.ScriptArguments(max_train_samples=200, max_eval_samples=40, tiny_hidden_size=16)
+    data, names = sft_recipe.load_data(args)
+    assert names == ["negative", "positive"] and data["train"][0]["completion"] in (" negative", " positive")
+    model, tokenizer = sft_recipe.tiny_model_and_tokenizer(args, data["train"], seed=0)
+    label_ids = [tokenizer.convert_tokens_to_ids(name) for name in names]
+    hits = []
+    with torch.no_grad():
+        for row in data["test"]:
+            logits = model(input_ids=torch.tensor([tokenizer(row["prompt"])["input_ids"]])).logits[0, -1]
+            hits.append(names[int(logits[label_ids].argmax())] == row["completion"].strip())
+    accuracy = sft_recipe.label_accuracy(model, tokenizer, data["test"], names, batch_size=16)
+    assert accuracy == pytest.approx(sum(hits) / len(hits))
