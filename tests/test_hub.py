@@ -205,6 +205,7 @@ def hub_server(tmp_path):
     server.server_close()
 
 
+@pytest.mark.subprocess
 def test_cli_push_through_huggingface_hub_to_a_local_server(hub_server, tmp_path):
     """`emp-hf push` in a fresh process: HF_ENDPOINT and HF_TOKEN are honoured, the files arrive intact."""
     dataset = make_dataset()
