@@ -23,8 +23,8 @@ import torch
 import transformers
 from transformers import Trainer
 
-#: The transformers versions these internals were checked against (pyproject's range; tested on 5.24.0).
-TESTED_TRANSFORMERS = ">=5.24,<6"
+#: The transformers versions whose Trainer internals these hooks were written and tested against.
+TESTED_TRANSFORMERS = ">=5.24,<5.25"
 
 
 class TrainingValues(NamedTuple):
@@ -137,10 +137,9 @@ def assert_trainer_internals(trainer_class: type = Trainer) -> None:
     problems = check_trainer_internals(trainer_class)
     if problems:
         raise TransformersInternalsError(
-            f"emp_hf relies on Trainer internals as of transformers{TESTED_TRANSFORMERS}, but the installed "
-            f"transformers {transformers.__version__} differs: " + "; ".join(problems) + ". Install a transformers "
-            f"version in {TESTED_TRANSFORMERS} (pip install 'transformers{TESTED_TRANSFORMERS}') or update "
-            "emp_hf/compat.py."
+            f"emp_hf relies on Trainer internals tested with transformers{TESTED_TRANSFORMERS}, but the installed "
+            f"transformers {transformers.__version__} differs: " + "; ".join(problems) + ". Install "
+            f"'transformers{TESTED_TRANSFORMERS}' or update emp_hf/compat.py."
         )
 
 
