@@ -1,18 +1,36 @@
 """emp_hf: dynamic data pruning (EMP, InfoBatch, UCB, epsilon-greedy, random) for the Hugging Face Trainer."""
 
-from .config import EMPConfig
+from .config import EMPConfig, PruningArguments
 from .data import RowIndexCollator, RowIndexedDataset, add_row_index
 from .record import PruningRecord, export_pruning_record, load_pruning_record, select_rows
+from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
 from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, register_strategy
 from .tracker import PruningState
-from .trainer import EMPTrainer
+from .trainer import EMPTrainer, PruningMixin
 
 __version__ = "0.1.0"
+
+_TRL_PAIR = ("EMPSFTConfig", "EMPSFTTrainer")
+
+
+def __getattr__(name: str):
+    if name in _TRL_PAIR:  # TRL is an optional extra: import it only when asked for
+        from . import sft
+
+        return getattr(sft, name)
+    raise AttributeError(f"module 'emp_hf' has no attribute {name!r}")
+
 
 __all__ = [
     "STRATEGIES",
     "EMPConfig",
+    "EMPSFTConfig",
+    "EMPSFTTrainer",
+    "EMPSeq2SeqConfig",
+    "EMPSeq2SeqTrainer",
     "EMPTrainer",
+    "PruningArguments",
+    "PruningMixin",
     "PruningOptions",
     "PruningRecord",
     "PruningState",

@@ -1,4 +1,4 @@
-"""`EMPConfig`: `TrainingArguments` plus the options of dynamic data pruning."""
+"""`PruningArguments`: the options of dynamic data pruning; `EMPConfig` = `TrainingArguments` + them."""
 
 from __future__ import annotations
 
@@ -19,13 +19,15 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@dataclass(repr=False)  # keep TrainingArguments' __repr__, which redacts *_token fields
-class EMPConfig(TrainingArguments):
-    """[`~transformers.TrainingArguments`] for [`EMPTrainer`]: every Trainer option, plus data pruning.
+@dataclass(repr=False)  # the TrainingArguments side provides __repr__ (it redacts *_token fields)
+class PruningArguments:
+    """The options of dynamic data pruning, as a dataclass mixin for any `TrainingArguments` subclass.
 
     Each epoch trains on a subset of the training rows chosen by `pruning_method` from per-example
     statistics (loss, predictive entropy, visit frequency) collected during training. Every field is also a
     command-line flag through [`~transformers.HfArgumentParser`]. See `docs/methods.md` for the methods.
+    Combine it with a `TrainingArguments` class, pruning fields first: `class MyConfig(PruningArguments,
+    SFTConfig)`; its validation then runs before the base class's `__post_init__`.
     """
 
     pruning_method: str = field(
@@ -136,11 +138,13 @@ class EMPConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         self._validate_pruning_options()
-        super().__post_init__()
+        base_post_init = getattr(super(), "__post_init__", None)
+        if base_post_init is not None:  # cooperative: the TrainingArguments class this is mixed into
+            base_post_init()
 
     def _validate_pruning_options(self) -> None:
         def fail(name: str, message: str) -> None:
-            raise ValueError(f"EMPConfig.{name}={getattr(self, name)!r} is invalid: {message}")
+            raise ValueError(f"{type(self).__name__}.{name}={getattr(self, name)!r} is invalid: {message}")
 
         if self.pruning_method not in STRATEGIES:
             fail("pruning_method", f"choose one of {sorted(STRATEGIES)}.")
@@ -188,8 +192,8 @@ class EMPConfig(TrainingArguments):
             fail("push_pruning_record", "HF_HUB_OFFLINE is set, so nothing can be pushed; unset one of them.")
         if self.auto_find_batch_size:
             raise ValueError(
-                "EMPConfig.auto_find_batch_size=True is not supported: a retried batch size would count the "
-                "visits of the failed attempt twice. Set per_device_train_batch_size instead."
+                f"{type(self).__name__}.auto_find_batch_size=True is not supported: a retried batch size would "
+                "count the visits of the failed attempt twice. Set per_device_train_batch_size instead."
             )
         if self.pruning_method != "none" and self.max_steps <= 0:
             epochs = self.num_train_epochs
@@ -202,6 +206,13 @@ class EMPConfig(TrainingArguments):
                     f"{self.pruning_warmup_epochs} warm-up and {anneal} anneal epochs leave no epoch to prune; "
                     "train longer or lower pruning_warmup_epochs / pruning_anneal_fraction.",
                 )
+
+    def __repr__(self) -> str:
+        # TrainingArguments' redacting repr (`*_token` fields shown as <HUB_TOKEN>): subclasses such as
+        # Seq2SeqTrainingArguments regenerate a plain dataclass repr that would print the token.
+        return TrainingArguments.__str__(self)
+
+    __str__ = __repr__
 
     @property
     def pruning_options(self) -> PruningOptions:
@@ -223,3 +234,13 @@ class EMPConfig(TrainingArguments):
         if self.pruning_seed is not None:
             return self.pruning_seed
         return self.seed if self.data_seed is None else self.data_seed
+
+
+@dataclass(repr=False)  # keep TrainingArguments' __repr__, which redacts *_token fields
+class EMPConfig(PruningArguments, TrainingArguments):
+    """[`~transformers.TrainingArguments`] for [`EMPTrainer`]: every Trainer option, plus data pruning.
+
+    Each epoch trains on a subset of the training rows chosen by `pruning_method` from per-example
+    statistics (loss, predictive entropy, visit frequency) collected during training. Every field is also a
+    command-line flag through [`~transformers.HfArgumentParser`]. See `docs/methods.md` for the methods.
+    """

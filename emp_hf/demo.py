@@ -4,7 +4,8 @@
     python -m emp_hf.demo --pruning_method random --prune_ratio 0.7 --max_train_samples 4000
 
 Every `EMPConfig` field is a flag. Prints the accuracy, the realised saving and the steps saved, and writes
-the per-example training-frequency histogram next to the model.
+the per-example training-frequency histogram next to the model. Shows one progress bar (training), no
+per-step log dicts: the logs stay in `output_dir`'s trainer state.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import datasets  # noqa: E402
 import numpy as np  # noqa: E402
+import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
+    PrinterCallback,
+    ProgressCallback,
 )
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
@@ -34,6 +39,16 @@ class DemoArguments:
     max_train_samples: int = field(default=2000, metadata={"help": "Training sentences to use."})
     max_eval_samples: int = field(default=1000, metadata={"help": "Held-out sentences to evaluate on."})
     max_seq_length: int = field(default=64, metadata={"help": "Tokens per sentence."})
+
+
+class TrainingBarOnly(ProgressCallback):
+    """The training progress bar, without the log dicts it prints at every logging step or the evaluation bar."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        pass
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs) -> None:
+        pass
 
 
 def minilm_path() -> str:
@@ -52,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = HfArgumentParser((DemoArguments, EMPConfig))
     demo, args = parser.parse_args_into_dataclasses(defaults + list(sys.argv[1:] if argv is None else argv))
 
+    datasets.disable_progress_bars()  # the tokenization bars
+    transformers.logging.set_verbosity_error()  # "weights not initialized" for the new classification head
     data = load_sentiment_sentences()
     train = data["train"].shuffle(seed=0).select(range(min(demo.max_train_samples, len(data["train"]))))
     test = data["test"].select(range(min(demo.max_eval_samples, len(data["test"]))))
@@ -76,6 +93,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
     )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if not args.disable_tqdm:
+        trainer.add_callback(TrainingBarOnly)
     start = time.perf_counter()
     output = trainer.train()
     minutes = (time.perf_counter() - start) / 60

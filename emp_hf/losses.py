@@ -17,6 +17,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
 )
@@ -37,6 +38,7 @@ def _class_names(*mappings: dict[str, str | tuple[str, ...]]) -> set[str]:
 _TASK_OF_CLASS: dict[str, Task] = {
     **dict.fromkeys(_class_names(MODEL_FOR_MASKED_LM_MAPPING_NAMES), "token"),
     **dict.fromkeys(_class_names(MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES), "token"),
+    **dict.fromkeys(_class_names(MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES), "token"),  # labels = decoder positions
     **dict.fromkeys(_class_names(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES), "causal_lm"),
     **dict.fromkeys(
         _class_names(
@@ -63,7 +65,7 @@ def infer_task(model: Any) -> Task:
         return _TASK_OF_CLASS[name]
     raise ValueError(
         f"EMPTrainer cannot split the loss of a {name} into per-example losses: it knows the sequence, image and "
-        "audio classification, token classification, masked LM and causal LM heads of transformers. Pass "
+        "audio classification, token classification, masked, causal and seq2seq LM heads of transformers. Pass "
         "`per_example_loss_func=fn` to EMPTrainer, where fn(outputs, labels) returns (loss, entropy), two "
         "tensors of shape [batch] (see docs/api.md)."
     )

@@ -9,7 +9,11 @@ import os
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
+
+try:
+    from matplotlib.figure import Figure
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError("emp_hf.plots needs matplotlib: pip install 'emp_hf[plots]'") from error
 
 from .record import PruningRecord, export_pruning_record
 from .tracker import PruningState

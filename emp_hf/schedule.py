@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
-
-import torch
 
 
 def floor_share(ratio: float, count: int) -> int:
@@ -66,25 +63,3 @@ class StepCounter:
 
     def update_steps(self, plan_size: int) -> int:
         return max(math.ceil(self.micro_batches(plan_size) / self.gradient_accumulation_steps), 1)
-
-
-def retarget_lr_scheduler(scheduler: object, num_training_steps: int, num_warmup_steps: int | None = None) -> bool:
-    """Point a `transformers` LR schedule at a new total number of steps, keeping its position.
-
-    Works for the `LambdaLR` schedules of `transformers.get_scheduler` (linear, cosine, polynomial, ...),
-    whose lambdas are `functools.partial`s with a `num_training_steps` keyword; lambdas without that keyword
-    (constant schedules) do not depend on the total and stay. With `num_warmup_steps`, a `num_warmup_steps`
-    keyword is replaced too. Returns False for any other scheduler.
-    """
-    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        return False
-    new = {"num_training_steps": num_training_steps}
-    if num_warmup_steps is not None:
-        new["num_warmup_steps"] = num_warmup_steps
-    scheduler.lr_lambdas = [
-        functools.partial(f.func, *f.args, **{**f.keywords, **{k: v for k, v in new.items() if k in f.keywords}})
-        if isinstance(f, functools.partial) and "num_training_steps" in f.keywords
-        else f
-        for f in scheduler.lr_lambdas
-    ]
-    return True

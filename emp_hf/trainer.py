@@ -1,4 +1,8 @@
-"""`EMPTrainer`: `transformers.Trainer` that trains each epoch on a subset chosen by a pruning strategy."""
+"""`PruningMixin`: dynamic data pruning for any `transformers.Trainer` subclass; `EMPTrainer` = mixin + `Trainer`.
+
+Each epoch trains on a subset chosen by a pruning strategy. Pairs for other trainers: `emp_hf.seq2seq`
+(`Seq2SeqTrainer`) and `emp_hf.sft` (TRL's `SFTTrainer`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import Trainer
@@ -16,23 +20,26 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, 
 from transformers.utils import find_labels, logging
 
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
-from .config import INDEX_COLUMN, EMPConfig
+from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
+from .config import INDEX_COLUMN, EMPConfig, PruningArguments
 from .data import PlanOrderSampler, RowIndexCollator, add_row_index, row_lengths
 from .distributed import gather_observations
 from .losses import PerExampleLossFunc, Task, infer_task, labelled_rows, per_example_stats, unwrap_peft
 from .record import model_name_of
 from .sampler import EpochPlanner, PruningSampler
-from .schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
+from .schedule import EpochSchedule, StepCounter
 from .strategies import PruningOptions, build_strategy
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
 
 
-class EMPTrainer(Trainer):
-    """A drop-in [`~transformers.Trainer`] that prunes the training data dynamically, epoch by epoch.
+class PruningMixin(TrainerLoopHooks):
+    """Makes a [`~transformers.Trainer`] subclass prune the training data dynamically, epoch by epoch.
 
-    Takes every argument `Trainer` takes, with `args` an [`EMPConfig`], plus:
+    Put it first: `class EMPSFTTrainer(PruningMixin, SFTTrainer)`, with `config_class` a `TrainingArguments`
+    subclass that also derives from [`PruningArguments`]. Takes every argument the trainer takes, with `args` a
+    `config_class`, plus:
 
     Args:
         per_example_loss_func (`Callable[[outputs, labels], tuple[Tensor, Tensor]]`, *optional*):
@@ -43,30 +50,37 @@ class EMPTrainer(Trainer):
     `entropy`, `score`), the per-epoch plans and `realized_saving()`.
     """
 
-    args: EMPConfig
+    args: PruningArguments
+    #: The config class `args` must be an instance of (the default when `args` is None).
+    config_class: ClassVar[type] = EMPConfig
 
     def __init__(
         self,
         model: Any = None,
-        args: EMPConfig | None = None,
+        args: PruningArguments | None = None,
         data_collator: Any = None,
         train_dataset: Any = None,
         *trainer_args: Any,
         per_example_loss_func: PerExampleLossFunc | None = None,
         **trainer_kwargs: Any,
     ) -> None:
+        config = self.config_class
         if args is None:
-            args = EMPConfig(output_dir="tmp_trainer")
-        if not isinstance(args, EMPConfig):
+            args = config(output_dir="tmp_trainer")
+        if not isinstance(args, config) or not isinstance(args, PruningArguments):
+            base = next(c for c in config.__mro__[1:] if not issubclass(c, PruningArguments)).__name__
             raise TypeError(
-                f"EMPTrainer needs `args` to be an EMPConfig, got {type(args).__name__}. EMPConfig takes every "
-                "TrainingArguments field: replace TrainingArguments(...) with EMPConfig(...)."
+                f"{type(self).__name__} needs `args` to be an {config.__name__}, got {type(args).__name__}. "
+                f"{config.__name__} takes every {base} field: replace {base}(...) with {config.__name__}(...)."
             )
-        self._dataset_fingerprint = getattr(train_dataset, "_fingerprint", None)
         self._check_index_column(model, args)
-        if train_dataset is not None:
-            train_dataset = add_row_index(train_dataset, args.pruning_index_column)
+        if train_dataset is not None and not hasattr(train_dataset, "__len__"):
+            add_row_index(train_dataset, args.pruning_index_column)  # raises: pruning needs random access to rows
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
+        # Index the dataset the trainer trains on (TRL's trainers tokenize, filter and shuffle it in __init__).
+        self._dataset_fingerprint = getattr(self.train_dataset, "_fingerprint", None)
+        if self.train_dataset is not None:
+            self.train_dataset = add_row_index(self.train_dataset, args.pruning_index_column)
         self.per_example_loss_func = per_example_loss_func
         self._check_sampling_strategy()
         self.strategy = build_strategy(args.pruning_method, args.pruning_options)
@@ -143,7 +157,8 @@ class EMPTrainer(Trainer):
         **kwargs: Any,
     ) -> TrainOutput:
         if self.train_dataset is None:
-            raise ValueError("EMPTrainer: training requires a train_dataset.")
+            raise ValueError(f"{type(self).__name__}: training requires a train_dataset.")
+        ensure_trainer_internals(type(self))
         self._resolve_head()
         self._check_output_dir_writable()
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
@@ -238,32 +253,25 @@ class EMPTrainer(Trainer):
     def _total_steps(self, schedule: EpochSchedule, unknown_size: int | None = None) -> int:
         return sum(self._step_counter.update_steps(n) for n in self._expected_plan_sizes(schedule, unknown_size))
 
-    def set_initial_training_values(self, args: EMPConfig, dataloader: Any) -> tuple:
-        values = list(super().set_initial_training_values(args, dataloader))
+    def _pruning_training_values(self, values: TrainingValues) -> TrainingValues:
+        """The run's step counts from the plan sizes (the Trainer derives them from the first epoch's length)."""
+        args = self.args
         if self._sampler is None:  # `none` trains exactly like Trainer: its epochs, steps and fractional epochs
-            return tuple(values)
+            return values
         schedule = self._planner.schedule
         sizes = self._expected_plan_sizes(schedule)
-        # (num_train_epochs, num_update_steps_per_epoch, num_examples, num_train_samples,
-        #  total_train_batch_size, steps_in_epoch, max_steps)
-        values[0] = max(schedule.num_epochs, getattr(self, "_max_epochs", 0) if args.max_steps > 0 else 0)
-        values[1] = self._step_counter.update_steps(sizes[0])
-        values[3] = sum(sizes)
-        values[5] = self._step_counter.micro_batches(sizes[0])
-        values[6] = args.max_steps if args.max_steps > 0 else self._total_steps(schedule)
-        return tuple(values)
-
-    def _init_training_state(
-        self,
-        max_steps: int,
-        num_update_steps_per_epoch: int,
-        num_train_epochs: int,
-        resume_from_checkpoint,
-        trial,
-    ) -> tuple[int, int]:
-        epochs_trained, steps_trained = super()._init_training_state(
-            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        return values._replace(
+            num_train_epochs=max(schedule.num_epochs, getattr(self, "_max_epochs", 0) if args.max_steps > 0 else 0),
+            num_update_steps_per_epoch=self._step_counter.update_steps(sizes[0]),
+            num_train_samples=sum(sizes),
+            steps_in_epoch=self._step_counter.micro_batches(sizes[0]),
+            max_steps=args.max_steps if args.max_steps > 0 else self._total_steps(schedule),
         )
+
+    def _pruning_resume_position(
+        self, epochs_trained: int, steps_trained: int, resume_from_checkpoint: str | None
+    ) -> tuple[int, int]:
+        """Epoch and micro-batches to skip when resuming: the Trainer assumes epochs of equal length."""
         if resume_from_checkpoint is None or self.state.global_step == 0 or self._sampler is None:
             return epochs_trained, steps_trained
         # Epochs have different lengths: locate global_step in the recorded plans.
@@ -276,30 +284,27 @@ class EMPTrainer(Trainer):
             done += steps
         return len(self.pruning_state.plans), 0
 
-    def _run_epoch(self, **kwargs: Any) -> None:
-        epoch = kwargs["epoch"]
+    def _pruning_epoch_begin(self, epoch: int, train_dataloader: Any) -> EpochLength | None:
+        """Plan `epoch` and return its length in micro-batches and optimizer steps (None: Trainer's own)."""
         self._epoch = epoch
         if self._sampler is None:  # `none`: Trainer's sampler, epochs and step counts, untouched
             self._planner.record_full_epoch(epoch)
-            super()._run_epoch(**kwargs)
-            if self.args.logging_strategy != IntervalStrategy.NO:
-                self.log(self.pruning_summary())
-            return
+            return None
         if self.args.max_steps > 0 and not self.strategy.fixed_budget and epoch == len(self.pruning_state.plans):
             self._refit_epochs_to_max_steps(epoch)
         self._sampler.set_epoch(epoch)
         plan_size = len(self.pruning_state.plans[epoch])
         micro_batches = self._step_counter.micro_batches(plan_size)
-        loader = kwargs["train_dataloader"]
+        loader = train_dataloader
         if self._sampler is not None and len(loader) != micro_batches:
             raise RuntimeError(
                 f"Internal error: epoch {epoch} has {len(loader)} batches per process, expected {micro_batches}."
             )
-        kwargs["steps_in_epoch"] = micro_batches
-        kwargs["num_update_steps_per_epoch"] = self._step_counter.update_steps(plan_size)
         if not self.strategy.fixed_budget and self.args.max_steps <= 0:
             self._retarget_budget()
-        super()._run_epoch(**kwargs)
+        return EpochLength(micro_batches, self._step_counter.update_steps(plan_size))
+
+    def _pruning_epoch_end(self, epoch: int) -> None:
         if self.args.logging_strategy != IntervalStrategy.NO:  # the epoch just trained, and the run so far
             self.log(self.pruning_summary())
 
@@ -378,6 +383,12 @@ class EMPTrainer(Trainer):
 
     def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
         """Record one micro-batch's observations from every process. No host synchronisation."""
+        if loss.shape != rows.shape or entropy.shape != rows.shape:  # shapes only: no synchronisation
+            raise ValueError(
+                f"Per-example loss and entropy must have one value per example, shape {tuple(rows.shape)}, got "
+                f"{tuple(loss.shape)} and {tuple(entropy.shape)}. A batch that merges examples (padding-free or "
+                "packed rows) must be split back into examples (see docs/api.md)."
+            )
         rows, loss, entropy = gather_observations(self.accelerator, rows, loss, entropy, self._train_batch_size)
         self.pruning_state.update(rows, loss, entropy, self._epoch)
 
@@ -516,3 +527,20 @@ class EMPTrainer(Trainer):
             names = getattr(self.processing_class, "model_input_names", None) or ["input_ids"]
             self._lengths = row_lengths(self.train_dataset, self.args.length_column_name, names[0])
         return self._lengths
+
+
+class EMPTrainer(PruningMixin, Trainer):
+    """A drop-in [`~transformers.Trainer`] that prunes the training data dynamically, epoch by epoch.
+
+    Takes every argument `Trainer` takes, with `args` an [`EMPConfig`], plus:
+
+    Args:
+        per_example_loss_func (`Callable[[outputs, labels], tuple[Tensor, Tensor]]`, *optional*):
+            Returns the per-example training loss and predictive entropy (each of shape `[batch]`) for a
+            model whose head `emp_hf` does not know (see `docs/api.md`).
+
+    After (or during) training, `trainer.pruning_state` holds the per-row statistics (`frequency`, `loss`,
+    `entropy`, `score`), the per-epoch plans and `realized_saving()`.
+    """
+
+    config_class = EMPConfig

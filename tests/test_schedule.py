@@ -14,11 +14,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import PRUNING_CASES
+from helpers import PRUNING_CASES
 from torch.utils.data import BatchSampler, DataLoader
 
+from emp_hf.compat import retarget_lr_scheduler
 from emp_hf.sampler import EpochPlanner, PruningSampler, epoch_generator
-from emp_hf.schedule import EpochSchedule, StepCounter, retarget_lr_scheduler
+from emp_hf.schedule import EpochSchedule, StepCounter
 from emp_hf.strategies import PruningOptions, build_strategy
 from emp_hf.tracker import PruningState
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers import (
     PRUNING_CASES,
     TRAINING_DEFAULTS,
     make_args,

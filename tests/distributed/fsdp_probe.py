@@ -73,7 +73,7 @@ def main() -> int:
         if os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16":
             os.environ["ACCELERATE_MIXED_PRECISION"] = "no"  # CPU autocast is not what is being tested
 
-    from conftest import TRAINING_DEFAULTS, make_bert, make_text_dataset
+    from helpers import TRAINING_DEFAULTS, make_bert, make_text_dataset
     from transformers import Trainer, TrainingArguments
 
     from emp_hf import EMPConfig, EMPTrainer

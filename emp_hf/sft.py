@@ -1,0 +1,140 @@
+"""`EMPSFTTrainer`: TRL's [`~trl.SFTTrainer`] with dynamic data pruning (`pip install 'emp_hf[trl]'`).
+
+Each training row is one example as TRL prepared it (tokenized, labels built from the completion or assistant
+masks, truncated). An example's loss and entropy are the means over its labelled tokens, so prompt tokens never
+count with completion-only loss; `loss_type='dft'` records DFT's per-token loss. Padding-free batches (one
+flattened row per batch, examples told apart by `position_ids` restarting at 0) are split back into examples.
+Packing is refused: TRL packs several examples into one row and drops their row indices, so their losses cannot
+be told apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from trl import SFTConfig, SFTTrainer
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError("emp_hf.sft needs TRL: pip install 'emp_hf[trl]'") from error
+
+from .config import PruningArguments
+from .losses import IGNORE_INDEX, categorical_stats
+from .trainer import PruningMixin
+
+#: TRL loss types whose per-token losses `emp_hf` reproduces (`chunked_nll` and Liger return no logits).
+SUPPORTED_LOSS_TYPES = ("nll", "dft")
+
+
+@dataclass(repr=False)  # keep SFTConfig's redacting __repr__
+class EMPSFTConfig(PruningArguments, SFTConfig):
+    """TRL's [`~trl.SFTConfig`] plus the pruning options of [`PruningArguments`].
+
+    `loss_type` defaults to `'nll'` here (TRL's default `'chunked_nll'` never materialises the logits that the
+    per-example statistics are computed from). Parses with `HfArgumentParser` and `TrlParser`.
+    """
+
+    def __post_init__(self) -> None:
+        if self.loss_type is None:
+            self.loss_type = "nll"
+        name = type(self).__name__
+        if self.packing:
+            raise ValueError(
+                f"{name}.packing=True is not supported: packing merges several examples into one training row, so "
+                "their losses cannot be told apart for pruning. Set packing=False (padding_free=True also avoids "
+                "padding)."
+            )
+        if self.loss_type not in SUPPORTED_LOSS_TYPES:
+            raise ValueError(
+                f"{name}.loss_type={self.loss_type!r} is not supported: pruning needs each example's token losses "
+                f"from the logits; choose one of {list(SUPPORTED_LOSS_TYPES)}."
+            )
+        if self.use_liger_kernel:
+            raise ValueError(
+                f"{name}.use_liger_kernel=True is not supported: the Liger loss returns no logits, and pruning needs "
+                "each example's token losses. Set use_liger_kernel=False."
+            )
+        super().__post_init__()
+
+
+def causal_lm_stats(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    dft: bool = False,
+    position_ids: torch.Tensor | None = None,
+    num_examples: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example `(loss, entropy)` of a causal-LM batch: means over each example's labelled next tokens.
+
+    `logits` `[B, T, V]` and `labels` `[B, T]` (`-100` where no loss is taken). With `position_ids` (padding-free:
+    `B == 1`, an example starts wherever a position id is 0) the tokens are split into `num_examples` examples;
+    positions past the last example (padding) are dropped. `dft=True` gives DFT's per-token loss `-p * log p`
+    (`p` detached). An example without labelled tokens gets NaN (visited, statistics unchanged).
+    """
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    valid = labels != IGNORE_INDEX
+    if dft:
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        target = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        loss = -target.exp().detach() * target * valid
+        entropy = -(log_probs.exp() * log_probs).sum(dim=-1) * valid
+    else:
+        loss, entropy = categorical_stats(logits, labels, label_smoothing)
+    if position_ids is None:
+        count = valid.sum(dim=1).float()
+        return loss.sum(dim=1) / count, entropy.sum(dim=1) / count
+    if num_examples is None:
+        raise ValueError("causal_lm_stats: padding-free batches need num_examples.")
+    example = ((position_ids == 0).cumsum(dim=-1) - 1)[:, 1:].reshape(-1).clamp(0, num_examples)
+
+    def per_example(values: torch.Tensor) -> torch.Tensor:
+        sums = torch.zeros(num_examples + 1, dtype=torch.float32, device=values.device)
+        return sums.index_add_(0, example, values.reshape(-1).float())[:num_examples]
+
+    count = per_example(valid)
+    return per_example(loss) / count, per_example(entropy) / count
+
+
+class EMPSFTTrainer(PruningMixin, SFTTrainer):
+    """TRL's [`~trl.SFTTrainer`] that prunes the training data epoch by epoch.
+
+    Takes every argument `SFTTrainer` takes, with `args` an [`EMPSFTConfig`], plus `per_example_loss_func`
+    (see [`EMPTrainer`]). Prompt-completion, conversational and plain-text datasets, completion-only and
+    assistant-only loss, and padding-free batches are supported; packing is not.
+    """
+
+    config_class = EMPSFTConfig
+    _flat_batch: tuple[torch.Tensor, int] | None = None
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        rows = inputs.get(self.args.pruning_index_column)
+        # A padding-free batch is one flattened row: remember where its examples start for `_per_example`.
+        self._flat_batch = (inputs["position_ids"], len(rows)) if self.padding_free and rows is not None else None
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _per_example(self, outputs: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.per_example_loss_func is not None or self._task != "causal_lm":
+            return super()._per_example(outputs, labels)
+        logits = getattr(outputs, "logits", None)
+        if logits is None or labels is None:
+            return super()._per_example(outputs, labels)  # raises the message that says what is missing
+        position_ids, num_examples = self._flat_batch or (None, None)
+        return causal_lm_stats(
+            logits,
+            labels,
+            label_smoothing=self.args.label_smoothing_factor,
+            dft=self.args.loss_type == "dft",
+            position_ids=position_ids,
+            num_examples=num_examples,
+        )

@@ -1,0 +1,158 @@
+"""Test helpers: tiny random models built from configs and in-memory data (no Hub access).
+
+Import them with `from helpers import ...` (pytest puts `tests/` on the path); `conftest.py` holds only fixtures.
+"""
+
+import datasets
+import torch
+from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification
+
+from emp_hf import EMPConfig
+from emp_hf.strategies.emp import EMP_SELECTIONS
+
+VOCAB = 64
+
+#: Every pruning method and EMP selection rule, as (pruning_method, extra EMPConfig fields).
+PRUNING_CASES = [
+    ("random", {}),
+    ("epsilon_greedy", {}),
+    ("ucb", {}),
+    ("infobatch", {}),
+    ("infobatch", {"infobatch_match_budget": True}),
+    *[("emp", {"emp_selection": selection}) for selection in EMP_SELECTIONS],
+]
+
+
+def make_text_dataset(n: int = 96, seq_len: int = 12, seed: int = 0) -> datasets.Dataset:
+    """Learnable toy task: the label says whether token 5 appears in the sentence."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, VOCAB, (n, seq_len), generator=g)
+    labels = torch.arange(n) % 2
+    ids[labels == 1, 3] = 5
+    ids[:, 0] = 1
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()})
+
+
+def make_bert(num_labels: int = 2, seed: int = 0, **kwargs) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=num_labels,
+        **kwargs,
+    )
+    return BertForSequenceClassification(config)
+
+
+def make_image_dataset(n: int = 64, size: int = 8, seed: int = 0) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    pixels = torch.randn(n, 3, size, size, generator=g) * 0.1 + labels.view(-1, 1, 1, 1).float()
+    return datasets.Dataset.from_dict({"pixel_values": pixels.tolist(), "labels": labels.tolist()}).with_format(
+        "torch"
+    )
+
+
+def make_vit(seed: int = 0) -> ViTForImageClassification:
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
+    return ViTForImageClassification(config)
+
+
+#: TrainingArguments shared by every test run (what plain `Trainer` runs take too).
+TRAINING_DEFAULTS = dict(
+    num_train_epochs=3,
+    per_device_train_batch_size=8,
+    learning_rate=1e-3,
+    report_to=[],
+    save_strategy="no",
+    logging_steps=1,
+    disable_tqdm=True,
+    use_cpu=True,
+    seed=0,
+)
+
+
+def make_args(tmp_path, **kwargs) -> EMPConfig:
+    defaults = dict(output_dir=str(tmp_path / "out"), **TRAINING_DEFAULTS, pruning_method="random", prune_ratio=0.5)
+    defaults.update(kwargs)
+    return EMPConfig(**defaults)
+
+
+def make_word_tokenizer(texts: list[str]):
+    """A word-level fast tokenizer over the words of `texts` (no BOS; `<eos>` and `<pad>`), built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({word for text in texts for word in text.split()})
+    vocab = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def make_tiny_llama(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config)
+
+
+def make_tiny_t5(vocab_size: int = VOCAB, seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+def make_prompt_completion_dataset(n: int = 32, seed: int = 0) -> datasets.Dataset:
+    """Sentiment as instructions: a prompt of words, the completion ' positive' or ' negative' (by word 'good')."""
+    g = torch.Generator().manual_seed(seed)
+    filler = ["the", "film", "was", "plot", "actors", "long", "story", "music", "ending", "scene"]
+    prompts, completions = [], []
+    for i in range(n):
+        length = 3 + int(torch.randint(0, 5, (1,), generator=g))
+        words = [filler[int(j)] for j in torch.randint(0, len(filler), (length,), generator=g)]
+        positive = i % 2 == 0
+        words.insert(int(torch.randint(0, length, (1,), generator=g)), "good" if positive else "bad")
+        prompts.append("Review: " + " ".join(words) + " Sentiment:")
+        completions.append(" positive" if positive else " negative")
+    return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})

@@ -1,0 +1,251 @@
+"""`EMPSFTTrainer`/`EMPSFTConfig` (TRL): per-example loss of completion-only and padding-free batches, pruning."""
+
+import math
+
+import pytest
+import torch
+from helpers import make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
+from transformers import HfArgumentParser
+
+trl = pytest.importorskip("trl")
+
+from emp_hf.offline_data import sentiment_available  # noqa: E402
+from emp_hf.schedule import StepCounter  # noqa: E402
+from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer, causal_lm_stats  # noqa: E402
+
+SFT_DEFAULTS = dict(
+    num_train_epochs=3,
+    per_device_train_batch_size=8,
+    learning_rate=1e-3,
+    report_to=[],
+    save_strategy="no",
+    logging_steps=1,
+    disable_tqdm=True,
+    use_cpu=True,
+    seed=0,
+    bf16=False,
+    activation_checkpointing=False,
+)
+
+
+@pytest.fixture
+def sft_data():
+    data = make_prompt_completion_dataset(32)
+    return data, make_word_tokenizer(list(data["prompt"]) + list(data["completion"]))
+
+
+def make_sft_args(tmp_path, **kwargs) -> EMPSFTConfig:
+    return EMPSFTConfig(**{"output_dir": str(tmp_path / "out"), **SFT_DEFAULTS, **kwargs})
+
+
+def make_sft_trainer(tmp_path, sft_data, **kwargs) -> EMPSFTTrainer:
+    data, tokenizer = sft_data
+    args = make_sft_args(tmp_path, **kwargs)
+    return EMPSFTTrainer(
+        model=make_tiny_llama(len(tokenizer)), args=args, train_dataset=data, processing_class=tokenizer
+    )
+
+
+def hand_losses(trainer: EMPSFTTrainer, dft: bool = False) -> torch.Tensor:
+    """Each row's loss from a forward pass over that row alone (labels as TRL built them)."""
+    losses = []
+    model = trainer.model.eval()
+    with torch.no_grad():
+        for row in trainer.train_dataset:
+            ids, labels = torch.tensor([row["input_ids"]]), torch.tensor([row["labels"]])
+            if not dft:
+                losses.append(model(input_ids=ids, labels=labels).loss.item())
+                continue
+            log_probs = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+            targets, mask = labels[0, 1:], labels[0, 1:] != -100
+            token_log_probs = log_probs[mask].gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+            losses.append((-token_log_probs.exp() * token_log_probs).mean().item())
+    return torch.tensor(losses)
+
+
+def test_config_parses_with_hf_and_trl_parsers():
+    flags = ["--output_dir", "x", "--pruning_method", "infobatch", "--prune_ratio", "0.3", "--max_length", "64"]
+    (hf_args,) = HfArgumentParser(EMPSFTConfig).parse_args_into_dataclasses([*flags, "--use_cpu", "true"])
+    (trl_args,) = trl.TrlParser(EMPSFTConfig).parse_args_and_config([*flags, "--use_cpu", "true"])
+    for args in (hf_args, trl_args):
+        assert (args.pruning_method, args.prune_ratio, args.max_length) == ("infobatch", 0.3, 64)
+        assert args.pruning_anneal_fraction == 0.125  # the pruning defaults were resolved
+        assert args.loss_type == "nll"  # TRL's chunked_nll has no logits to take per-example losses from
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("packing", True, "cannot be told apart"),
+        ("loss_type", "chunked_nll", "choose one of"),
+        ("use_liger_kernel", True, "no logits"),
+        ("prune_ratio", 1.5, "EMPSFTConfig.prune_ratio"),
+    ],
+)
+def test_config_refuses_what_cannot_be_pruned(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        make_sft_args(tmp_path, **{field: value})
+
+
+def test_trainer_needs_its_config(tmp_path, sft_data):
+    data, tokenizer = sft_data
+    with pytest.raises(TypeError, match=r"EMPSFTConfig\(\.\.\.\)"):
+        EMPSFTTrainer(
+            model=make_tiny_llama(len(tokenizer)),
+            args=trl.SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False),
+            train_dataset=data,
+            processing_class=tokenizer,
+        )
+
+
+def test_causal_lm_stats_against_a_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 5, generator=g)
+    labels = torch.tensor([[-100, -100, 2, 3, 4, -100], [-100, 1, 1, -100, -100, -100], [0, 1, 2, 3, 4, 0]])
+    loss, entropy = causal_lm_stats(logits, labels)
+    for b in range(3):
+        terms = [
+            (-logits[b, t - 1].log_softmax(-1)[labels[b, t]], torch.distributions.Categorical(logits=logits[b, t - 1]))
+            for t in range(1, 6)
+            if labels[b, t] != -100
+        ]
+        assert loss[b].item() == pytest.approx(sum(n.item() for n, _ in terms) / len(terms), rel=1e-5)
+        assert entropy[b].item() == pytest.approx(sum(d.entropy().item() for _, d in terms) / len(terms), rel=1e-5)
+
+
+def test_padding_free_stats_split_the_flattened_row_into_examples():
+    """A padding-free row (examples back to back, pad at the end) gives each example its padded-batch stats."""
+    g = torch.Generator().manual_seed(1)
+    lengths, vocab = [4, 2, 5], 7
+    logits = [torch.randn(n, vocab, generator=g) for n in lengths]
+    labels = [torch.randint(0, vocab, (n,), generator=g) for n in lengths]
+    labels[0][:2] = -100  # a prompt
+    padded_logits = torch.zeros(3, 5, vocab)
+    padded_labels = torch.full((3, 5), -100)
+    for i, n in enumerate(lengths):
+        padded_logits[i, :n], padded_labels[i, :n] = logits[i], labels[i]
+    expected = causal_lm_stats(padded_logits, padded_labels)
+    flat_labels = torch.cat([torch.cat([torch.tensor([-100]), lab[1:]]) for lab in labels] + [torch.full((2,), -100)])
+    flat_logits = torch.cat([*logits, torch.zeros(2, vocab)])[None]
+    position_ids = torch.cat([torch.arange(n) for n in lengths] + [torch.zeros(2, dtype=torch.long)])[None]
+    got = causal_lm_stats(flat_logits, flat_labels[None], position_ids=position_ids, num_examples=3)
+    for e, o in zip(expected, got, strict=True):
+        torch.testing.assert_close(o, e)
+
+
+def test_recorded_loss_is_each_rows_completion_loss(tmp_path, sft_data, one_thread):
+    """With lr 0 the model never changes: every recorded loss equals that row's loss computed alone."""
+    trainer = make_sft_trainer(tmp_path, sft_data, pruning_method="none", num_train_epochs=1, learning_rate=0.0)
+    assert trainer.completion_only_loss
+    trainer.train()
+    state = trainer.pruning_state
+    expected = hand_losses(trainer)
+    torch.testing.assert_close(state.loss, expected, rtol=1e-4, atol=1e-5)
+    first = trainer.train_dataset[0]
+    assert sum(label != -100 for label in first["labels"]) == 2  # "positive"/"negative" and <eos>: prompt masked
+    assert state.frequency.tolist() == [1] * len(expected)
+    assert torch.isfinite(state.entropy).all() and (state.entropy > 0).all()
+
+
+def test_dft_loss_is_recorded_per_example(tmp_path, sft_data, one_thread):
+    trainer = make_sft_trainer(
+        tmp_path, sft_data, pruning_method="none", num_train_epochs=1, learning_rate=0.0, loss_type="dft"
+    )
+    trainer.train()
+    torch.testing.assert_close(trainer.pruning_state.loss, hand_losses(trainer, dft=True), rtol=1e-4, atol=1e-5)
+
+
+def test_padding_free_batches_record_the_padded_runs_statistics(tmp_path, sft_data, one_thread):
+    runs = {}
+    for padding_free in (False, True):
+        trainer = make_sft_trainer(
+            tmp_path / str(padding_free),
+            sft_data,
+            pruning_method="emp",
+            prune_ratio=0.5,
+            padding_free=padding_free,
+            max_length=None,
+        )
+        assert trainer.padding_free == padding_free
+        trainer.train()
+        runs[padding_free] = trainer.pruning_state
+    padded, flat = runs[False], runs[True]
+    assert flat.epoch_plan_sizes == [32, 16, 16]
+    assert all(torch.equal(a, b) for a, b in zip(flat.plans, padded.plans, strict=True))
+    torch.testing.assert_close(flat.loss, padded.loss, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(flat.entropy, padded.entropy, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["emp", "infobatch", "random"])
+def test_sft_prunes_with_the_promised_steps(tmp_path, sft_data, method, one_thread):
+    trainer = make_sft_trainer(tmp_path, sft_data, pruning_method=method, prune_ratio=0.5)
+    output = trainer.train()
+    state = trainer.pruning_state
+    sizes = state.epoch_plan_sizes
+    assert sizes[0] == 32 and sizes[1] < 32  # warm-up, then pruned (InfoBatch anneals the last epoch)
+    assert int(state.frequency.sum()) == sum(sizes)  # every planned row visited once per epoch
+    assert output.global_step == sum(StepCounter(8).update_steps(n) for n in sizes)
+    assert output.metrics["train_realized_saving"] == pytest.approx(1 - sum(sizes) / (3 * 32))
+    assert math.isfinite(output.training_loss)
+
+
+@pytest.fixture
+def sft_recipe():
+    """`recipes/sft.py` as a module (its directory on the path, as when run as a script)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    sys.path.insert(0, str(recipes))
+    spec = importlib.util.spec_from_file_location("recipes_sft", recipes / "sft.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe
+    try:
+        spec.loader.exec_module(recipe)
+        yield recipe
+    finally:
+        sys.path.remove(str(recipes))
+        sys.modules.pop("recipes_sft", None)
+
+
+needs_sentiment = pytest.mark.skipif(not sentiment_available(), reason="sentiment sentences not installed")
+
+
+@needs_sentiment
+def test_sft_recipe_runs_offline(tmp_path, sft_recipe, one_thread, capsys):
+    """`recipes/sft.py` on the real movie-review sentences as instructions, with a tiny Llama from a config."""
+    import json
+
+    out = tmp_path / "sft"
+    results = sft_recipe.main(
+        ["--output_dir", str(out), "--max_train_samples", "64", "--max_eval_samples", "32"]
+        + ["--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"]
+        + ["--pruning_method", "emp", "--prune_ratio", "0.5", "--tiny_hidden_size", "16", "--tiny_num_layers", "1"]
+        + ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true"]
+        + ["--bf16", "false", "--gradient_checkpointing", "false"]
+    )
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["plan_sizes"] == [64, 32]
+    assert saved["realized_saving"] == pytest.approx(0.25)
+    assert saved["optimizer_steps"] == 8 + 4 and saved["full_data_optimizer_steps"] == 16
+    assert 0.0 <= saved["eval_accuracy"] <= 1.0 and results["eval_accuracy"] == saved["eval_accuracy"]
+    printed = capsys.readouterr().out
+    assert "realised saving    25.0%" in printed and "eval_accuracy" in printed
+
+
+@needs_sentiment
+def test_sft_recipe_accuracy_matches_one_prompt_at_a_time(sft_recipe, one_thread):
+    """The batched (right-padded) accuracy equals the label ranking read off each unpadded prompt alone."""
+    args = sft_recipe.ScriptArguments(max_train_samples=200, max_eval_samples=40, tiny_hidden_size=16)
+    data, names = sft_recipe.load_data(args)
+    assert names == ["negative", "positive"] and data["train"][0]["completion"] in (" negative", " positive")
+    model, tokenizer = sft_recipe.tiny_model_and_tokenizer(args, data["train"], seed=0)
+    label_ids = [tokenizer.convert_tokens_to_ids(name) for name in names]
+    hits = []
+    with torch.no_grad():
+        for row in data["test"]:
+            logits = model(input_ids=torch.tensor([tokenizer(row["prompt"])["input_ids"]])).logits[0, -1]
+            hits.append(names[int(logits[label_ids].argmax())] == row["completion"].strip())
+    accuracy = sft_recipe.label_accuracy(model, tokenizer, data["test"], names, batch_size=16)
+    assert accuracy == pytest.approx(sum(hits) / len(hits))
