@@ -1,4 +1,4 @@
-"""Save and load the pruning state next to the Trainer's checkpoint files, atomically and verified."""
+"""Save and load the pruning state next to the Trainer's checkpoint files (atomically, verified), and find it."""
 
 from __future__ import annotations
 
@@ -152,3 +152,47 @@ def latest_complete_checkpoint(output_dir: str) -> str | None:
             return path
         logger.warning(f"Skipping {path}: its save did not finish (no complete pruning state or trainer state).")
     return None
+
+
+# ---------------------------------------------------------------------- training output directories
+def find_pruning_state(path: str | os.PathLike, checkpoint: str | None = None) -> str:
+    """The `pruning_state.pt` of a training output: `path` itself (a file), `checkpoint` (a directory, a
+    name like `checkpoint-30`, or a step), a `pruning_state.pt` at the top level of `path`, else the latest
+    `checkpoint-*` directory whose save finished."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is neither a training output directory nor a {STATE_FILE} file.")
+    if checkpoint is not None:
+        candidates = [
+            checkpoint,
+            os.path.join(path, checkpoint),
+            os.path.join(path, f"checkpoint-{checkpoint}"),
+        ]
+        for candidate in candidates:
+            if os.path.isfile(os.path.join(candidate, STATE_FILE)):
+                return os.path.join(candidate, STATE_FILE)
+        raise FileNotFoundError(f"Checkpoint {checkpoint!r} of {path} has no {STATE_FILE}.")
+    if os.path.isfile(os.path.join(path, STATE_FILE)):
+        return os.path.join(path, STATE_FILE)
+    latest = latest_complete_checkpoint(path)  # skips checkpoints whose save did not finish
+    if latest is None:
+        raise FileNotFoundError(
+            f"{path} has no complete {STATE_FILE}, at its top level or in a checkpoint-* directory: it is not the "
+            "output of an EMPTrainer run that saved checkpoints (set save_strategy), nor a pruning record."
+        )
+    return os.path.join(latest, STATE_FILE)
+
+
+def read_pruning_state(path: str | os.PathLike) -> PruningState:
+    """Load a `pruning_state.pt` (verified against its manifest when there is one) without knowing N."""
+    path = os.fspath(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = PruningState(int(payload["num_rows"]))
+    directory = os.path.dirname(path) or "."
+    if os.path.basename(path) == STATE_FILE and os.path.isfile(os.path.join(directory, MANIFEST_FILE)):
+        load_pruning_state(state, directory)
+    else:
+        state.load_state_dict(payload)
+    return state

@@ -1,8 +1,9 @@
-"""Push a pruning record to a Hub dataset repo.
+"""Push a pruning record to a Hub dataset repo, and pull one back.
 
 Authentication and the Hub's address come from `huggingface_hub` itself (`token=`, else `HF_TOKEN` or the
-saved login; `HF_ENDPOINT`). Loading back is `emp_hf.record.load_pruning_record`. Which process pushes
-(rank 0 only) is the trainer's business, not this module's.
+saved login; `HF_ENDPOINT`). Loading a record (from a directory or, through `download_pruning_record`, the
+Hub) is `emp_hf.record.load_pruning_record`. Which process pushes (rank 0 only) is the trainer's business, not
+this module's.
 """
 
 from __future__ import annotations
@@ -11,15 +12,25 @@ import os
 import tempfile
 from typing import Any
 
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo, HfApi, constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 
+from .checkpoint import STATE_FILE
 from .record import (
     RECORD_PATTERNS,
     PruningRecord,
+    RecordOfflineError,
     export_pruning_record,
-    is_record_dir,
     record_from_output_dir,
     record_from_trainer,
+    resolve_record_source,
     save_pruning_record,
 )
 from .tracker import PruningState
@@ -119,7 +130,52 @@ def _record_dir(obj: PruningRecord | PruningState | str | os.PathLike, scratch: 
         obj = export_pruning_record(obj)
     if isinstance(obj, PruningRecord):
         return save_pruning_record(obj, scratch, plots=plots)
-    path = os.fspath(obj)
-    if os.path.isdir(path) and is_record_dir(path):
+    kind, path = resolve_record_source(obj)
+    if kind == "record_dir":
         return path
-    return save_pruning_record(record_from_output_dir(path), scratch, plots=plots)
+    return save_pruning_record(record_from_output_dir(path), scratch, plots=plots)  # a missing path raises there
+
+
+# ---------------------------------------------------------------------- pull
+def _offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def download_pruning_record(repo_id: str, *, revision: str | None = None, token: str | bool | None = None) -> str:
+    """Download the record files of the Hub dataset repo `repo_id` and return the local snapshot directory.
+
+    With `HF_HUB_OFFLINE=1` only the local Hub cache is tried and a miss raises `RecordOfflineError` at once.
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local directory, a {STATE_FILE} file, nor a valid Hub repo id."
+        ) from None
+    kwargs: dict[str, Any] = dict(repo_type="dataset", revision=revision, token=token, allow_patterns=RECORD_PATTERNS)
+    where = f"the Hub dataset repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "")
+    if _offline():
+        try:
+            return snapshot_download(repo_id, local_files_only=True, **kwargs)
+        except (LocalEntryNotFoundError, FileNotFoundError):
+            raise RecordOfflineError(
+                f"{repo_id!r} is not a local directory and {where} cannot be reached offline "
+                "(HF_HUB_OFFLINE=1) nor is it in the local Hub cache. Pass the local directory of a saved "
+                "pruning record (save_pruning_record / `emp-hf export`), or unset HF_HUB_OFFLINE."
+            ) from None
+    try:
+        return snapshot_download(repo_id, **kwargs)
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local directory, and {where} does not exist or is not accessible "
+            "(a private repo needs token= or HF_TOKEN)."
+        ) from e
+    except RevisionNotFoundError as e:
+        raise FileNotFoundError(f"{where}: revision not found.") from e
+    except LocalEntryNotFoundError as e:
+        raise ConnectionError(
+            f"{repo_id!r} is not a local directory and {where} could not be downloaded from "
+            f"{constants.ENDPOINT} (no network?). Pass the local directory of a saved pruning record, or set "
+            "HF_HUB_OFFLINE=1 to use the local Hub cache."
+        ) from e

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -23,17 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from datasets.table import InMemoryTable
-from huggingface_hub import DatasetCard, DatasetCardData, constants, snapshot_download
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub import DatasetCard, DatasetCardData
 
-from .checkpoint import MANIFEST_FILE, STATE_FILE, latest_complete_checkpoint, load_pruning_state
+from .checkpoint import find_pruning_state, read_pruning_state
 from .tracker import PruningState
 
 RECORD_FORMAT_VERSION = 1
@@ -42,6 +34,8 @@ ROWS_FILE = "rows.parquet"
 PLANS_FILE = "plans.parquet"
 CARD_FILE = "README.md"
 PLOTS_DIR = "plots"
+#: What `resolve_record_source` finds a path or repo id to be.
+RecordSource = Literal["record_dir", "training_output", "hub"]
 #: The files of a record directory (what is uploaded and downloaded).
 RECORD_PATTERNS = [RECORD_FILE, ROWS_FILE, PLANS_FILE, CARD_FILE, f"{PLOTS_DIR}/*.png"]
 
@@ -267,49 +261,6 @@ def record_from_trainer(trainer: Any) -> PruningRecord:
 
 
 # ---------------------------------------------------------------------- training output directories
-def find_pruning_state(path: str | os.PathLike, checkpoint: str | None = None) -> str:
-    """The `pruning_state.pt` of a training output: `path` itself (a file), `checkpoint` (a directory, a
-    name like `checkpoint-30`, or a step), a `pruning_state.pt` at the top level of `path`, else the latest
-    `checkpoint-*` directory whose save finished."""
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        return path
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} is neither a training output directory nor a {STATE_FILE} file.")
-    if checkpoint is not None:
-        candidates = [
-            checkpoint,
-            os.path.join(path, checkpoint),
-            os.path.join(path, f"checkpoint-{checkpoint}"),
-        ]
-        for candidate in candidates:
-            if os.path.isfile(os.path.join(candidate, STATE_FILE)):
-                return os.path.join(candidate, STATE_FILE)
-        raise FileNotFoundError(f"Checkpoint {checkpoint!r} of {path} has no {STATE_FILE}.")
-    if os.path.isfile(os.path.join(path, STATE_FILE)):
-        return os.path.join(path, STATE_FILE)
-    latest = latest_complete_checkpoint(path)  # skips checkpoints whose save did not finish
-    if latest is None:
-        raise FileNotFoundError(
-            f"{path} has no complete {STATE_FILE}, at its top level or in a checkpoint-* directory: it is not the "
-            "output of an EMPTrainer run that saved checkpoints (set save_strategy), nor a pruning record."
-        )
-    return os.path.join(latest, STATE_FILE)
-
-
-def read_pruning_state(path: str | os.PathLike) -> PruningState:
-    """Load a `pruning_state.pt` (verified against its manifest when there is one) without knowing N."""
-    path = os.fspath(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    state = PruningState(int(payload["num_rows"]))
-    directory = os.path.dirname(path) or "."
-    if os.path.basename(path) == STATE_FILE and os.path.isfile(os.path.join(directory, MANIFEST_FILE)):
-        load_pruning_state(state, directory)
-    else:
-        state.load_state_dict(payload)
-    return state
-
-
 def record_from_output_dir(
     path: str | os.PathLike,
     checkpoint: str | None = None,
@@ -386,16 +337,31 @@ def load_pruning_record(
     `HF_TOKEN` and `HF_ENDPOINT` apply). With `HF_HUB_OFFLINE=1` only the local Hub cache is tried and a
     miss raises `RecordOfflineError` at once.
     """
-    path = os.fspath(repo_id_or_dir)
+    kind, path = resolve_record_source(repo_id_or_dir)
+    if kind == "record_dir":
+        return _load_record_dir(path)
+    if kind == "training_output":
+        return record_from_output_dir(path)
+    from .hub import download_pruning_record  # the Hub pull, beside the push
+
+    return _load_record_dir(download_pruning_record(path, revision=revision, token=token))
+
+
+def resolve_record_source(path_or_repo_id: str | os.PathLike) -> tuple[RecordSource, str]:
+    """What a path or repo id the user gave is: the one place that decides it.
+
+    Returns `("record_dir", directory)` for a saved record (its directory or its `pruning_record.json`),
+    `("training_output", path)` for a training output or checkpoint directory or a `pruning_state.pt` file,
+    and `("hub", repo_id)` for anything that is not on disk (a Hub dataset repo id).
+    """
+    path = os.fspath(path_or_repo_id)
     if os.path.isdir(path):
-        if is_record_dir(path):
-            return _load_record_dir(path)
-        return record_from_output_dir(path)
-    if os.path.isfile(path) and os.path.basename(path) == RECORD_FILE:
-        return _load_record_dir(os.path.dirname(path) or ".")
+        return ("record_dir" if is_record_dir(path) else "training_output"), path
     if os.path.isfile(path):
-        return record_from_output_dir(path)
-    return _load_record_dir(_download(path, revision=revision, token=token))
+        if os.path.basename(path) == RECORD_FILE:
+            return "record_dir", os.path.dirname(path) or "."
+        return "training_output", path
+    return "hub", path
 
 
 def _load_record_dir(directory: str) -> PruningRecord:
@@ -419,46 +385,6 @@ def _load_record_dir(directory: str) -> PruningRecord:
             f"num_epochs={metadata['num_epochs']}."
         )
     return PruningRecord(rows=rows, plans=plans, metadata=metadata)
-
-
-def _offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return bool(constants.HF_HUB_OFFLINE) or value.upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -> str:
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local directory, a {STATE_FILE} file, nor a valid Hub repo id."
-        ) from None
-    kwargs: dict[str, Any] = dict(repo_type="dataset", revision=revision, token=token, allow_patterns=RECORD_PATTERNS)
-    where = f"the Hub dataset repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "")
-    if _offline():
-        try:
-            return snapshot_download(repo_id, local_files_only=True, **kwargs)
-        except (LocalEntryNotFoundError, FileNotFoundError):
-            raise RecordOfflineError(
-                f"{repo_id!r} is not a local directory and {where} cannot be reached offline "
-                "(HF_HUB_OFFLINE=1) nor is it in the local Hub cache. Pass the local directory of a saved "
-                "pruning record (save_pruning_record / `emp-hf export`), or unset HF_HUB_OFFLINE."
-            ) from None
-    try:
-        return snapshot_download(repo_id, **kwargs)
-    except (RepositoryNotFoundError, GatedRepoError) as e:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local directory, and {where} does not exist or is not accessible "
-            "(a private repo needs token= or HF_TOKEN)."
-        ) from e
-    except RevisionNotFoundError as e:
-        raise FileNotFoundError(f"{where}: revision not found.") from e
-    except LocalEntryNotFoundError as e:
-        raise ConnectionError(
-            f"{repo_id!r} is not a local directory and {where} could not be downloaded from "
-            f"{constants.ENDPOINT} (no network?). Pass the local directory of a saved pruning record, or set "
-            "HF_HUB_OFFLINE=1 to use the local Hub cache."
-        ) from e
 
 
 # ---------------------------------------------------------------------- selection

@@ -19,7 +19,7 @@ from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from test_record import N, make_dataset, make_state
 
-import emp_hf.record
+import emp_hf.hub
 from emp_hf.hub import default_record_repo_id, push_pruning_record, push_trainer_pruning_record
 from emp_hf.record import (
     RECORD_FILE,
@@ -135,7 +135,7 @@ def test_load_from_the_hub_downloads_a_dataset_repo(monkeypatch, tmp_path):
             raise RepositoryNotFoundError("404", response=SimpleNamespace(headers={}, request=None, status_code=404))
         return snapshot
 
-    monkeypatch.setattr(emp_hf.record, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(emp_hf.hub, "snapshot_download", snapshot_download)
     loaded = load_pruning_record("me/record", revision="run-2", token="hf_test")
     assert loaded.plan(1) == record.plan(1)
     repo_id, kwargs = seen[0]

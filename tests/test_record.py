@@ -291,3 +291,23 @@ def test_plots_are_written(trained, tmp_path):
         "![frequency_histogram.png](plots/frequency_histogram.png)"
         in open(os.path.join(directory, "README.md")).read()
     )
+
+
+def test_one_function_decides_what_a_path_or_repo_id_is(tmp_path):
+    from emp_hf.checkpoint import save_pruning_state
+    from emp_hf.hub import _record_dir
+    from emp_hf.record import resolve_record_source
+
+    record_dir = save_pruning_record(export_pruning_record(make_state()), tmp_path / "record")
+    output_dir = tmp_path / "output"
+    output_dir.mkdir()
+    save_pruning_state(make_state(), str(output_dir))
+    state_file = output_dir / "pruning_state.pt"
+    assert resolve_record_source(record_dir) == ("record_dir", str(record_dir))
+    assert resolve_record_source(tmp_path / "record" / RECORD_FILE) == ("record_dir", str(tmp_path / "record"))
+    assert resolve_record_source(output_dir) == ("training_output", str(output_dir))
+    assert resolve_record_source(state_file) == ("training_output", str(state_file))
+    assert resolve_record_source("someone/pruning-record") == ("hub", "someone/pruning-record")
+    # loading and pushing agree on it: the record file's directory is pushed as it is
+    assert load_pruning_record(tmp_path / "record" / RECORD_FILE).plan(1) == load_pruning_record(state_file).plan(1)
+    assert _record_dir(tmp_path / "record" / RECORD_FILE, str(tmp_path / "scratch"), plots=False) == record_dir

@@ -249,3 +249,32 @@ def test_sft_recipe_accuracy_matches_one_prompt_at_a_time(sft_recipe, one_thread
             hits.append(names[int(logits[label_ids].argmax())] == row["completion"].strip())
     accuracy = sft_recipe.label_accuracy(model, tokenizer, data["test"], names, batch_size=16)
     assert accuracy == pytest.approx(sum(hits) / len(hits))
+
+
+def test_sft_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, sft_data, one_thread):
+    """A run stopped inside a pruned epoch and resumed (TRL prepares the data again) ends where one run ends."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:  # epoch 0 has 4 steps: stop inside the first pruned epoch
+                control.should_save = control.should_training_stop = True
+
+    def run(out, callbacks=(), resume=None):
+        data, tokenizer = sft_data
+        args = make_sft_args(tmp_path / out, pruning_method="emp", save_strategy="steps", save_steps=1000)
+        model = make_tiny_llama(len(tokenizer))
+        trainer = EMPSFTTrainer(
+            model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=list(callbacks)
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run("full")
+    run("split", callbacks=[StopAt()])
+    resumed = run("split", resume=True)
+    a, b = full.pruning_state, resumed.pruning_state
+    assert resumed.state.global_step == full.state.global_step == 8
+    assert [p.tolist() for p in a.plans] == [p.tolist() for p in b.plans]
+    assert torch.equal(a.frequency, b.frequency)
+    torch.testing.assert_close(a.loss, b.loss)
