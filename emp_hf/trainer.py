@@ -15,7 +15,7 @@ from transformers.utils import logging
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .config import EMPConfig
 from .data import RowIndexCollator, add_row_index
-from .distributed import gather_observations
+from .distributed import attach_process_group
 from .losses import PerExampleLossFunc, Task, infer_task, per_example_stats, unwrap_peft
 from .record import model_name_of
 from .sampler import EpochPlanner, PruningSampler
@@ -88,7 +88,12 @@ class EMPTrainer(Trainer):
     def _new_pruning_state(self) -> PruningState | None:
         if self.train_dataset is None:
             return None
-        state = PruningState(len(self.train_dataset), ema_decay=self.args.ema_decay, device=self.args.device)
+        state = PruningState(
+            len(self.train_dataset),
+            ema_decay=self.args.ema_decay,
+            device=self.args.device,
+            track=self.strategy.required_tables,
+        )
         args = self.args
         state.metadata.update(
             dataset_fingerprint=self._dataset_fingerprint,
@@ -140,6 +145,7 @@ class EMPTrainer(Trainer):
         if resume_from_checkpoint:
             self._load_pruning_state(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        self.pruning_state.flush()  # on every process: the last observations reach the tables (one gather)
         if self.is_world_process_zero():
             save_pruning_state(self.pruning_state, self.args.output_dir)  # `emp-hf export/inspect OUTPUT_DIR`
             if self.args.push_pruning_record:
@@ -305,7 +311,7 @@ class EMPTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if self.strategy.uses_weights:
             example_loss, entropy = self._per_example(outputs, labels)
-            weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(example_loss.device)
+            weight = self.pruning_state.loss_weight(rows).to(example_loss.device)
             loss = (weight * example_loss).mean()
         else:
             with torch.no_grad():
@@ -347,13 +353,14 @@ class EMPTrainer(Trainer):
         return loss, entropy
 
     def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
-        """Record one micro-batch's observations from every process. No host synchronisation."""
-        rows, loss, entropy = gather_observations(self.accelerator, rows, loss, entropy, self._train_batch_size)
+        """Buffer one micro-batch's observations: a few device copies, no host sync, one gather per flush."""
+        attach_process_group(self.pruning_state, self.accelerator, self._train_batch_size)
         self.pruning_state.update(rows, loss, entropy, self._epoch)
 
     # ------------------------------------------------------------------ checkpoints and logging
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
+        self.pruning_state.flush()  # on every process, before the main one reads it
         if self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -375,9 +382,10 @@ class EMPTrainer(Trainer):
     def pruning_summary(self) -> dict[str, float]:
         """Kept fraction of the latest planned epoch, realised saving so far, and a frequency summary."""
         state = self.pruning_state
-        frequency = state.frequency.float()
+        frequency = state.frequency.float()  # flushes the buffered observations (on every process)
+        sizes = state.epoch_plan_sizes
         return {
-            "pruning/kept_fraction": len(state.plans[-1]) / state.num_rows if state.plans else 1.0,
+            "pruning/kept_fraction": sizes[-1] / state.num_rows if sizes else 1.0,
             "pruning/realized_saving": state.realized_saving(),
             "pruning/frequency_mean": frequency.mean().item(),
             "pruning/frequency_min": frequency.min().item(),
