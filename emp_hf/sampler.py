@@ -98,7 +98,9 @@ class PruningSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.planner.plan(self.epoch).tolist())
+        plan = self.planner.plan(self.epoch)
+        for chunk in plan.split(1 << 16):  # Python ints a chunk at a time, not one list of N
+            yield from chunk.tolist()
 
     def __len__(self) -> int:
         return self.planner.plan_size(self.epoch)

@@ -364,3 +364,49 @@ def test_unknown_formats_are_refused_with_the_reason():
     bad["format_version"] = 99
     with pytest.raises(ValueError, match="Unsupported pruning-state format 99.*reads formats"):
         PruningState(num_rows=6).load_state_dict(bad)
+
+
+# ---------------------------------------------------------------------------------------------- cost of the hot path
+VIEW_OPS = {
+    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::slice", "aten::select",
+    "aten::as_strided", "aten::expand", "aten::t", "aten::transpose", "aten::unsqueeze", "aten::squeeze",
+    "aten::alias", "aten::detach", "aten::lift_fresh", "aten::empty", "aten::empty_strided", "aten::empty_like",
+    "aten::resize_", "aten::result_type", "aten::to", "aten::_to_copy", "aten::contiguous",
+}  # fmt: skip
+
+
+def profiled_ops(fn) -> list[str]:
+    """The leaf aten operators `fn` runs that do work (each one kernel on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return [
+        e.name for e in prof.events() if e.name.startswith("aten::") and not e.cpu_children and e.name not in VIEW_OPS
+    ]
+
+
+def test_hot_path_launches_at_most_six_kernels_per_micro_batch_and_never_syncs():
+    n, batch, steps = 100_000, 32, 64
+    state = PruningState(num_rows=n, track=build_strategy("emp", PruningOptions()).required_tables)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randint(0, n, (batch,), generator=g), torch.rand(batch).bfloat16(), torch.rand(batch).bfloat16())
+        for _ in range(steps)
+    ]
+    update(state, [0], [1.0], [1.0], epoch=0)  # allocate the buffer outside the profiled window
+    state.flush()
+
+    def one_epoch():
+        for rows, loss, entropy in batches:
+            state.update(rows, loss, entropy, epoch=1)
+        state.flush()  # the epoch's flush, amortised over its micro-batches
+
+    ops = profiled_ops(one_epoch)
+    appends = profiled_ops(lambda: state.update(*batches[0], epoch=2))
+    assert len(appends) == 3, appends  # three copies into the buffers
+    assert len(ops) / steps <= 6, sorted(set(ops))
+    syncs = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero"}
+    assert not syncs & set(ops), sorted(syncs & set(ops))
+    visited = len(torch.unique(torch.cat([b[0] for b in batches]))) + 1 + len(torch.unique(batches[0][0]))
+    assert int(state.frequency.sum()) == visited  # epochs 1, 0 and 2: nothing lost on the way
