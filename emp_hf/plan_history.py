@@ -1,11 +1,12 @@
 """The plans of past epochs, stored compactly: a kept-row bitmap per epoch and the seed that regenerates its order.
 
 A plan decided by the planner is the set of kept rows (a bitmap of `ceil(N / 8)` bytes, or nothing when every
-row is kept) shuffled by a generator seeded by `order_seed`: the rows in ascending order, permuted by
-`torch.randperm(K, generator)` on the device type recorded with it. Materialising an epoch's plan redraws that
-permutation, checks its first rows against the ones recorded when it was decided, and fails with a clear message
-if they differ (another torch version or device type drew another permutation). Plans recorded with an order
-chosen elsewhere (`PlanHistory.append_rows`) are stored as they are.
+row is kept) in the order of a keyed hash: row `i` goes where `mix64(i * golden + order_seed)` sorts, with
+`mix64` the SplitMix64 finaliser (a bijection of 64-bit integers, so no two rows tie). Integer multiplications,
+shifts and a sort of distinct keys give the same order on every device and torch version, so a plan decided on
+a GPU is read back on a CPU. Materialising an epoch's plan recomputes that order and checks its first rows
+against the ones recorded when it was decided (a guard against an edited history). Plans recorded with an
+order chosen elsewhere (`PlanHistory.append_rows`) are stored as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import torch
 #: How many leading rows of each regenerated order are recorded to check the regeneration.
 CHECK_ROWS = 16
 _BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+# SplitMix64 constants as signed 64-bit integers (torch has no uint64 arithmetic; int64 wraps the same way).
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+_MIX1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX2 = 0x94D049BB133111EB - 2**64
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -47,7 +52,7 @@ class PlanEntry:
     size: int
     bitmap: torch.Tensor | None = None
     order_seed: int | None = None  # None: ascending row order
-    order_device: str = "cpu"  # the device type whose generator draws the order
+    order_device: str = "cpu"  # the device type the plan was decided on (for the record: the order is portable)
     head: tuple[int, ...] = ()  # the first rows of the order, to check a regeneration
     rows: torch.Tensor | None = None
 
@@ -77,12 +82,28 @@ class PlanEntry:
         )
 
 
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch's `>>` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """The SplitMix64 finaliser on int64 tensors (two's-complement wrap-around): a bijection of 64-bit integers."""
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
 def draw_order(kept: torch.Tensor, order_seed: int | None) -> torch.Tensor:
-    """`kept` (ascending row ids) permuted by a generator on `kept.device` seeded by `order_seed`."""
+    """`kept` (row ids) in the order of their keys `mix64(row * golden + order_seed)`; as is if `order_seed` is None.
+
+    The keys are distinct (a bijection of distinct rows), so the order is the same on every device.
+    """
     if order_seed is None:
         return kept
-    generator = torch.Generator(device=kept.device).manual_seed(order_seed)
-    return kept[torch.randperm(kept.numel(), generator=generator, device=kept.device)]
+    seed = (order_seed + 2**63) % 2**64 - 2**63  # as a signed 64-bit integer
+    keys = mix64(kept.long() * _GOLDEN + seed)
+    return kept[torch.sort(keys).indices]
 
 
 class PlanHistory(Sequence[torch.Tensor]):
@@ -101,8 +122,8 @@ class PlanHistory(Sequence[torch.Tensor]):
     def append_selection(
         self, kept: torch.Tensor | None, order_seed: int | None, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        """Record the next epoch: the rows of `kept` (unique row ids on any device; None: every row) in the order
-        drawn from `order_seed`. Returns that order (on the CPU)."""
+        """Record the next epoch: the rows of `kept` (unique row ids; None: every row), ordered on `device` by the
+        keyed hash of `order_seed` (None: ascending). Returns that order (on the CPU)."""
         device = torch.device(device)
         n = self.num_rows
         if kept is None:
@@ -197,22 +218,16 @@ class PlanHistory(Sequence[torch.Tensor]):
         entry = self.entries[epoch]
         if entry.rows is not None:
             return entry.rows
-        device = torch.device(entry.order_device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
-                f"The plan of epoch {epoch} was shuffled by a CUDA generator and this process has no GPU: read it "
-                "where it was trained (or export the pruning record there)."
-            )
         if entry.bitmap is None:
-            ascending = torch.arange(self.num_rows, device=device)
+            ascending = torch.arange(self.num_rows)
         else:
-            ascending = torch.nonzero(unpack_mask(entry.bitmap.to(device), self.num_rows)).flatten()
+            ascending = torch.nonzero(unpack_mask(entry.bitmap, self.num_rows)).flatten()
         order = draw_order(ascending, entry.order_seed).to("cpu", plan_dtype(self.num_rows))
         if order.numel() != entry.size or tuple(order[:CHECK_ROWS].tolist()) != entry.head:
             raise RuntimeError(
-                f"The plan of epoch {epoch} cannot be regenerated here: its {entry.order_device} generator now draws "
-                "another order (another torch version or device?). Resume and read plans with the torch version "
-                "and device type that trained them."
+                f"The plan of epoch {epoch} cannot be regenerated: its bitmap and order seed give other rows than "
+                "the ones recorded when it was decided. The pruning state was edited or corrupted; resume from "
+                "another checkpoint."
             )
         return order
 

@@ -25,7 +25,7 @@ def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -
 
 
 def order_seed(seed: int, epoch: int) -> int:
-    """The seed of the generator that shuffles epoch `epoch`'s plan (kept with the plan to regenerate its order)."""
+    """The key of the hash that orders epoch `epoch`'s plan (kept with the plan to regenerate its order)."""
     return (_epoch_seed(seed, epoch) ^ _ORDER) % 2**63
 
 
@@ -33,9 +33,9 @@ class EpochPlanner:
     """Decides and records the plan (ordered row indices) of each epoch, at most once per epoch.
 
     Planning runs where the tables live (the training device), with a generator there seeded by
-    `(seed, epoch)`: no table is copied to the host. The selected rows are stored as a bitmap, shuffled by a
-    second generator seeded by `order_seed(seed, epoch)`. Plans are identical on every process (same state, same
-    seed, same device type) and reproducible from `(state, seed, epoch)`.
+    `(seed, epoch)`: no table is copied to the host. The selected rows are stored as a bitmap and shuffled by a
+    keyed hash of `order_seed(seed, epoch)` (the same order on every device). Plans are identical on every
+    process (same state, seed and device type) and reproducible from `(state, seed, epoch)`.
     """
 
     def __init__(self, state: PruningState, strategy: PruningStrategy, schedule: EpochSchedule, seed: int) -> None:

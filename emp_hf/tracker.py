@@ -295,8 +295,9 @@ class PruningState:
         order_seed: int | None,
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Store the plan of `epoch` compactly: the rows kept (None: every row), shuffled by a generator on the
-        state's device seeded by `order_seed` (None: ascending order). Returns the ordered plan (on the CPU)."""
+        """Store the plan of `epoch` compactly: the rows kept (None: every row), shuffled on the state's device by
+        the keyed hash of `order_seed` (None: ascending order; see `emp_hf.plan_history`). Returns the ordered
+        plan (on the CPU)."""
         self._check_next(epoch)
         order = self._plans.append_selection(rows, order_seed, self.device)
         self._set_weight(weight)
