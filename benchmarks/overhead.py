@@ -9,16 +9,18 @@ Prints, as ratios of arms run interleaved in the same process (absolute times on
   * EMPTrainer(pruning_method="none") / Trainer         -> the cost of per-example tracking
   * EMPTrainer(random, p) / EMPTrainer(none)            -> time of a pruned run vs the full run
   * ideal = 1 - realised saving                         -> how close the pruned run gets to the ideal
-  * none / Trainer paired by repeat: mean, standard deviation, standard error and range of the ratio
+  * none / Trainer paired by repeat: median ratio, its robust standard error, quartiles and range
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -76,10 +78,20 @@ def run(arm: str, data: datasets.Dataset, opts: argparse.Namespace) -> tuple[flo
 
 
 def ratio_stats(ratios: list[float]) -> dict[str, float]:
-    """Mean, standard deviation, standard error and range of per-repeat ratios."""
-    mean = statistics.fmean(ratios)
-    std = statistics.stdev(ratios) if len(ratios) > 1 else float("nan")
-    return {"mean": mean, "std": std, "sem": std / len(ratios) ** 0.5, "min": min(ratios), "max": max(ratios)}
+    """Median of per-repeat ratios, its robust standard error (1.2533 * 1.4826 * MAD / sqrt(n), the normal-theory
+    standard error of a median with the spread estimated by the median absolute deviation, so that a repeat
+    slowed down by another job does not swamp it), the interquartile range and the range."""
+    median = statistics.median(ratios)
+    mad = statistics.median(abs(r - median) for r in ratios)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [median] * 3
+    return {
+        "median": median,
+        "sem": 1.2533 * 1.4826 * mad / len(ratios) ** 0.5,
+        "q1": quartiles[0],
+        "q3": quartiles[2],
+        "min": min(ratios),
+        "max": max(ratios),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", default="trainer,none,pruned", help="comma-separated: trainer, none, pruned")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a CPU)")
+    parser.add_argument("--json", default="", help="write the times and the paired ratio to this file")
     opts = parser.parse_args(argv)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -132,10 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     if "none" in arms and "trainer" in arms:
         paired = ratio_stats([a / b for a, b in zip(times["none"], times["trainer"], strict=True)])
         print(
-            f"\nnone / Trainer, paired by repeat: mean {paired['mean']:.4f}, std {paired['std']:.4f}, "
-            f"standard error {paired['sem']:.4f} ({100 * paired['sem']:.2f}%), "
-            f"range {paired['min']:.4f}-{paired['max']:.4f} over {opts.repeats} repeats"
+            f"\nnone / Trainer, paired by repeat ({opts.repeats} repeats): median {paired['median']:.4f}, "
+            f"robust standard error {paired['sem']:.4f} ({100 * paired['sem']:.2f}%), "
+            f"quartiles {paired['q1']:.4f}-{paired['q3']:.4f}, range {paired['min']:.4f}-{paired['max']:.4f}"
         )
+        if opts.json:
+            payload = {"options": vars(opts), "times": times, "none_over_trainer": paired}
+            Path(opts.json).write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ For each N and each strategy (every EMP selection rule, InfoBatch with and witho
 * bytes per row: the per-row tables the strategy keeps (`required_tables`, plus `frequency` and `last_epoch`;
   the trash slot included), and what one pruned epoch adds to the plan history (a kept-row bitmap);
 * `plan`: the time of `EpochPlanner.plan` on a pruned epoch (prune ratio 0.5), on the tables' device, with the
-  device synchronised: flushing, scoring, selecting, packing the bitmap and drawing the order (the ordered plan
+  device synchronised (on the CPU also the process CPU time, which other jobs on the machine do not inflate):
+  flushing, scoring, selecting, packing the bitmap and drawing the order (the ordered plan
   ends on the CPU, as the sampler yields it). Tables are filled with random statistics first;
 * `flush`: the time to apply a full observation buffer (`--buffer-rows` rows of one epoch) to the tables.
 
@@ -119,19 +120,24 @@ def time_flush(state: PruningState, rows: int, device: torch.device, seed: int, 
     return statistics.median(times)
 
 
-def time_plan(state: PruningState, method: str, options: PruningOptions, repeats: int, seed: int) -> float:
+def time_plan(
+    state: PruningState, method: str, options: PruningOptions, repeats: int, seed: int
+) -> tuple[float, float]:
+    """Median wall-clock and process CPU seconds of planning a pruned epoch (CPU seconds are what a loaded,
+    shared machine does not inflate, with one torch thread)."""
     schedule = EpochSchedule(num_rows=state.num_rows, num_epochs=4, prune_ratio=0.5, warmup_epochs=1)
     planner = EpochPlanner(state, build_strategy(method, options), schedule, seed)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
         del state.plans.entries[1:]  # plan epoch 1 afresh (a benchmark-only rewind of the history)
         gc.collect()
         sync(state.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         planner.plan(1)
         sync(state.device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["flush_seconds"] = time_flush(state, args.buffer_rows, device, args.seed)
             if with_plans:
                 before = state.plan_bytes()
-                entry["plan_seconds"] = time_plan(state, method, options, args.plan_repeats if n <= 10**7 else 1, 0)
+                repeats = args.plan_repeats if n <= 10**7 else 1
+                entry["plan_seconds"], entry["plan_cpu_seconds"] = time_plan(state, method, options, repeats, 0)
                 entry["plan_bytes_per_epoch"] = state.plan_bytes() - before
             row["strategies"][label] = entry
             del state
@@ -256,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| flush of {args.buffer_rows:,} buffered rows | {flush_cells} |")
         rss_cells = " | ".join(f"{r['peak_rss_bytes'] / 2**30:.2f} GiB" for r in results)
         print(f"| peak RSS so far | {rss_cells} |")
+        if device.type == "cpu":
+            print("\nThe same, process CPU time (what the planning itself used, whatever the machine's load):\n")
+            print(f"| strategy | {cols} |")
+            print("|---|" + "---:|" * len(results))
+            for label in labels:
+                cells = [fmt_time(r["strategies"][label].get("plan_cpu_seconds")) for r in results]
+                print(f"| {label} | " + " | ".join(cells) + " |")
     for note in notes:
         print(f"Note: {note}")
     if args.json:
