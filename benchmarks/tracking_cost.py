@@ -17,8 +17,8 @@ For one process, three paths are measured on `--micro-batches` micro-batches of 
 
 Kernel launches: on CUDA, the `cudaLaunchKernel`/`cudaMemcpyAsync`/`cudaMemsetAsync` runtime calls; on the CPU,
 the leaf aten operators that do work (view-like operators and allocations excluded). Time: the median over
-`--repeats` windows of the window's time per micro-batch (CUDA events on a GPU, `perf_counter` on the CPU).
-`--json` writes the results.
+`--repeats` windows of the window's time per micro-batch (CUDA events on a GPU, `perf_counter` on the CPU), and
+the process CPU time per micro-batch (on a loaded, shared CPU the steadier number). `--json` writes the results.
 """
 
 from __future__ import annotations
@@ -166,12 +166,15 @@ def measure(opts: argparse.Namespace) -> list[dict]:
     for label, fn in paths:
         fn()  # warm-up
         launches, names = count_launches(fn, device)
-        times = [window_seconds(fn, device) / m for _ in range(opts.repeats)]
+        windows = [window_seconds(fn, device) for _ in range(opts.repeats)]
+        times = [wall / m for wall, _ in windows]
+        cpu_times = [cpu / m for _, cpu in windows]
         results.append(
             {
                 "path": label,
                 "launches_per_micro_batch": launches / m,
                 "seconds_per_micro_batch": statistics.median(times),
+                "cpu_seconds_per_micro_batch": statistics.median(cpu_times),
                 "spread": (max(times) - min(times)) / statistics.median(times),
                 "operators": dict(names.most_common()),
             }
@@ -179,7 +182,9 @@ def measure(opts: argparse.Namespace) -> list[dict]:
     return results
 
 
-def window_seconds(fn: Callable[[], None], device: torch.device) -> float:
+def window_seconds(fn: Callable[[], None], device: torch.device) -> tuple[float, float]:
+    """(seconds of the window: CUDA events on a GPU, wall clock on the CPU; process CPU seconds)."""
+    cpu_start = time.process_time()
     if device.type == "cuda":
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
@@ -187,10 +192,10 @@ def window_seconds(fn: Callable[[], None], device: torch.device) -> float:
         fn()
         stop.record()
         torch.cuda.synchronize(device)
-        return start.elapsed_time(stop) / 1e3
+        return start.elapsed_time(stop) / 1e3, time.process_time() - cpu_start
     begin = time.perf_counter()
     fn()
-    return time.perf_counter() - begin
+    return time.perf_counter() - begin, time.process_time() - cpu_start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,12 +220,16 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{opts.device}, N={opts.rows:,}, batch {opts.batch}, {opts.micro_batches} micro-batches per window, "
         f"buffer {opts.buffer_rows:,} rows, median of {opts.repeats} windows, {torch.get_num_threads()} threads\n"
     )
-    print(f"| path | kernel launches per micro-batch ({what}) | time per micro-batch | spread |")
-    print("|---|---:|---:|---:|")
+    clock = "CUDA events" if device.type == "cuda" else "wall clock"
+    print(
+        f"| path | kernel launches per micro-batch ({what}) | time per micro-batch ({clock}) | spread "
+        "| host CPU time per micro-batch |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['path']} | {r['launches_per_micro_batch']:.2f} | {r['seconds_per_micro_batch'] * 1e6:.1f} µs "
-            f"| {100 * r['spread']:.0f}% |"
+            f"| {100 * r['spread']:.0f}% | {r['cpu_seconds_per_micro_batch'] * 1e6:.1f} µs |"
         )
     print()
     for r in results:
