@@ -428,3 +428,53 @@ def test_hot_path_launches_at_most_six_kernels_per_micro_batch_and_never_syncs()
     assert not syncs & set(ops), sorted(syncs & set(ops))
     visited = len(torch.unique(torch.cat([b[0] for b in batches]))) + 1 + len(torch.unique(batches[0][0]))
     assert int(state.frequency.sum()) == visited  # epochs 1, 0 and 2: nothing lost on the way
+
+
+# ------------------------------------------------------------------------------------------ on a GPU (when present)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_tracker_matches_the_reference():
+    rng = np.random.default_rng(11)
+    n = 40
+    state, ref = PruningState(num_rows=n, device="cuda", buffer_rows=16), RefTracker(n, 0.9)
+    for epoch, rows, loss, entropy in random_batches(rng, n, epochs=4, per_epoch=8):
+        state.update(
+            torch.as_tensor(rows).cuda(), torch.as_tensor(loss).cuda(), torch.as_tensor(entropy).cuda(), epoch
+        )
+        ref.update(rows, loss.astype(np.float64), entropy.astype(np.float64), epoch)
+    cpu = PruningState(num_rows=n)
+    cpu.load_state_dict(state.state_dict())
+    assert_matches(cpu, ref)
+
+
+@cuda
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_cuda_plans_are_reproducible_and_read_back_on_the_cpu(method):
+    n = 300
+    runs = []
+    for _ in range(2):
+        strategy = build_strategy(method, PruningOptions(prune_ratio=0.6))
+        state = PruningState(num_rows=n, device="cuda", track=strategy.required_tables)
+        schedule = EpochSchedule(num_rows=n, num_epochs=4, prune_ratio=0.6)
+        planner = EpochPlanner(state, strategy, schedule, seed=5)
+        g = torch.Generator().manual_seed(0)
+        for epoch in range(4):
+            plan = planner.plan(epoch)
+            loss = torch.rand(len(plan), generator=g)
+            state.update(plan.long().cuda(), loss.cuda(), loss.cuda(), epoch)
+        runs.append(state)
+    a, b = runs
+    assert a.plans == b.plans  # the same on every process of a run
+    cpu = PruningState(num_rows=n, track=a.tracked)
+    cpu.load_state_dict(a.state_dict())
+    assert cpu.plans == [p.clone() for p in a.plans]  # the order is a device-independent hash
+
+
+@cuda
+def test_mix64_is_the_same_on_cuda():
+    from emp_hf.plan_history import draw_order
+
+    rows = torch.randperm(100_000)[:50_000]
+    assert torch.equal(draw_order(rows.cuda(), order_seed(1, 2)).cpu(), draw_order(rows, order_seed(1, 2)))
