@@ -41,6 +41,13 @@ def unpack_mask(bits: torch.Tensor, num_rows: int) -> torch.Tensor:
     return ((bits.unsqueeze(1) >> shifts) & 1).view(-1)[:num_rows].bool()
 
 
+def _available(device_type: str) -> torch.device:
+    """`device_type` if this process has one (the same order comes out anywhere), else the CPU."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def plan_dtype(num_rows: int) -> torch.dtype:
     return torch.int32 if num_rows < 2**31 else torch.int64
 
@@ -218,10 +225,11 @@ class PlanHistory(Sequence[torch.Tensor]):
         entry = self.entries[epoch]
         if entry.rows is not None:
             return entry.rows
+        device = _available(entry.order_device)  # where it was decided if this process has it: a GPU sorts fast
         if entry.bitmap is None:
-            ascending = torch.arange(self.num_rows)
+            ascending = torch.arange(self.num_rows, device=device)
         else:
-            ascending = torch.nonzero(unpack_mask(entry.bitmap, self.num_rows)).flatten()
+            ascending = torch.nonzero(unpack_mask(entry.bitmap.to(device), self.num_rows)).flatten()
         order = draw_order(ascending, entry.order_seed).to("cpu", plan_dtype(self.num_rows))
         if order.numel() != entry.size or tuple(order[:CHECK_ROWS].tolist()) != entry.head:
             raise RuntimeError(
