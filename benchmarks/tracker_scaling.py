@@ -1,21 +1,23 @@
-"""How the pruning state scales with the number of training rows: memory, per-batch update, per-epoch plan.
+"""How the pruning state scales with the number of training rows: bytes per row and time to plan an epoch.
 
-    python benchmarks/tracker_scaling.py                       # N = 1e4 ... 1e8 on CPU, as memory allows
-    python benchmarks/tracker_scaling.py --max-rows 1e7        # stop at ten million rows
-    python benchmarks/tracker_scaling.py --device cuda         # tables on the GPU (plans are decided on CPU)
+    python benchmarks/tracker_scaling.py --threads 1                       # N = 1e4 ... 1e8 on CPU, as memory allows
+    python benchmarks/tracker_scaling.py --threads 1 --max-rows 1e7        # stop at ten million rows
+    python benchmarks/tracker_scaling.py --device cuda                     # tables and planning on the GPU
 
-For each N it reports:
+For each N and each strategy (every EMP selection rule, InfoBatch with and without budget matching):
 
-* bytes per row: the per-row tables of `PruningState` (with the trash slot), and what each recorded epoch
-  plan adds (int32 per planned row);
-* `update`: the median time of `PruningState.update` on a batch of `--batch` rows (256 by default; what one
-  micro-batch gathered from every process costs the tracker), with the device synchronised around each call;
-* `plan`: the time of `EpochPlanner.plan` on a pruned epoch (prune ratio 0.5) for every strategy: copying
-  the tables to CPU, scoring, selecting and shuffling. Tables are filled with random statistics first.
+* bytes per row: the per-row tables the strategy keeps (`required_tables`, plus `frequency` and `last_epoch`;
+  the trash slot included), and what one pruned epoch adds to the plan history (a kept-row bitmap);
+* `plan`: the time of `EpochPlanner.plan` on a pruned epoch (prune ratio 0.5), on the tables' device, with the
+  device synchronised (on the CPU also the process CPU time, which other jobs on the machine do not inflate):
+  flushing, scoring, selecting, packing the bitmap and drawing the order (the ordered plan
+  ends on the CPU, as the sampler yields it). Tables are filled with random statistics first;
+* `flush`: the time to apply a full observation buffer (`--buffer-rows` rows of one epoch) to the tables.
 
-Sizes whose estimated peak memory exceeds what is available are skipped with a note: 1e8 rows need 4 GB of
-tables, and planning copies them to CPU and sorts N keys, ~160 B/row (16 GB at 1e8) at its peak on CPU;
-`--plan-max-rows` times the plans only up to a smaller N. `--json` writes the results.
+Sizes whose estimated peak memory exceeds what is available are skipped with a note (~100 bytes per row at the
+peak of planning on the CPU, see `PLAN_PEAK_BYTES_PER_ROW`); `--plan-max-rows` times the plans only up to a
+smaller N. `peak RSS` is the process's peak resident memory so far (sizes run in increasing order). `--json`
+writes the results.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -35,16 +38,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emp_hf.sampler import EpochPlanner  # noqa: E402
+from emp_hf.sampler import EpochPlanner, order_seed  # noqa: E402
 from emp_hf.schedule import EpochSchedule  # noqa: E402
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy  # noqa: E402
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
-from emp_hf.tracker import PruningState  # noqa: E402
+from emp_hf.tracker import BUFFER_ROWS, PruningState  # noqa: E402
 
-# Peak bytes per row while planning, measured on CPU (tables + their CPU copy + the strategy's sort keys,
-# permutations and Gumbel noise), with a margin; on a GPU the tables live there and the CPU needs the rest.
-PLAN_PEAK_BYTES_PER_ROW = 160
-TABLE_BYTES_PER_ROW = 40
+#: Peak bytes per row while planning on the CPU (tables, sort keys, permutations, Gumbel noise, the plan), with a
+#: margin: measured peak RSS at 1e7 rows was ~90 bytes per row for `emp:spaced`, the most demanding rule.
+PLAN_PEAK_BYTES_PER_ROW = 110
 
 
 def strategy_specs() -> list[tuple[str, str, PruningOptions]]:
@@ -82,67 +84,60 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def filled_state(n: int, device: torch.device, seed: int) -> PruningState:
-    """A state that looks mid-training: every row observed once, a warm-up plan recorded."""
+def filled_state(n: int, track: frozenset[str], device: torch.device, seed: int) -> PruningState:
+    """A state that looks mid-training: every row observed once, a warm-up epoch planned."""
     g = torch.Generator().manual_seed(seed)
-    state = PruningState(n, device=device)
+    state = PruningState(n, device=device, track=track)
     t = state.tables
     chunk = 1 << 24  # fill in chunks: no N-sized float64 temporaries
+    scales = {"loss": 3.0, "entropy": 1.0, "ema_mean": 3.0, "ema_var": 0.1, "score": 3.0}
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        m = stop - start
-        t["loss"][start:stop] = (torch.rand(m, generator=g) * 3).to(device)
-        t["entropy"][start:stop] = torch.rand(m, generator=g).to(device)
-        t["ema_mean"][start:stop] = (torch.rand(m, generator=g) * 3).to(device)
-        t["ema_var"][start:stop] = (torch.rand(m, generator=g) * 0.1).to(device)
+        for name, scale in scales.items():
+            if name in t:
+                t[name][start:stop] = (torch.rand(stop - start, generator=g) * scale).to(device)
     t["frequency"][:n] = 1
     t["last_epoch"][:n] = 0
-    state.record_plan(0, torch.arange(n))
+    state.record_selection(0, None, order_seed(seed, 0))
     return state
 
 
-def time_update(state: PruningState, batch: int, repeats: int, device: torch.device, seed: int) -> float:
+def time_flush(state: PruningState, rows: int, device: torch.device, seed: int, repeats: int = 3) -> float:
+    """Median time to apply `rows` buffered observations of one epoch (a fresh epoch per repeat)."""
     g = torch.Generator().manual_seed(seed)
     n = state.num_rows
-    inputs = [
-        (
-            torch.randint(0, n, (batch,), generator=g).to(device),
-            torch.rand(batch, generator=g).to(device, torch.bfloat16),
-            torch.rand(batch, generator=g).to(device, torch.bfloat16),
-        )
-        for _ in range(repeats + 5)
-    ]
     times = []
-    for i, (rows, loss, entropy) in enumerate(inputs):
+    for epoch in range(1, repeats + 2):
+        batch = torch.randint(0, n, (rows,), generator=g).to(device)
+        values = torch.rand(rows, generator=g).to(device)
+        state.update(batch, values, values, epoch=100 + epoch)
         sync(device)
         start = time.perf_counter()
-        state.update(rows, loss, entropy, epoch=1 + i)  # a new epoch each call: every row is recorded
+        state.flush()
         sync(device)
-        if i >= 5:  # warm-up calls
+        if epoch > 1:  # the first one warms up
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def time_plans(
-    state: PruningState, specs: list[tuple[str, str, PruningOptions]], repeats: int, seed: int
-) -> dict[str, float]:
+def time_plan(
+    state: PruningState, method: str, options: PruningOptions, repeats: int, seed: int
+) -> tuple[float, float]:
+    """Median wall-clock and process CPU seconds of planning a pruned epoch (CPU seconds are what a loaded,
+    shared machine does not inflate, with one torch thread)."""
     schedule = EpochSchedule(num_rows=state.num_rows, num_epochs=4, prune_ratio=0.5, warmup_epochs=1)
-    saved_plans = list(state.plans)
-    results = {}
-    for label, method, options in specs:
-        planner = EpochPlanner(state, build_strategy(method, options), schedule, seed)
-        times = []
+    planner = EpochPlanner(state, build_strategy(method, options), schedule, seed)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        del state.plans.entries[1:]  # plan epoch 1 afresh (a benchmark-only rewind of the history)
         gc.collect()
-        for _ in range(repeats):
-            state.plans = list(saved_plans)  # plan epoch 1 afresh
-            start = time.perf_counter()
-            plan = planner.plan(1)
-            sync(state.tables["loss"].device)
-            times.append(time.perf_counter() - start)
-            del plan
-        results[label] = statistics.median(times)
-    state.plans = saved_plans
-    return results
+        sync(state.device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        planner.plan(1)
+        sync(state.device)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -160,14 +155,17 @@ def fmt_rows(n: int) -> str:
     return f"1e{exponent}" if 10**exponent == n else f"{n:,}"
 
 
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1e4,1e5,1e6,1e7,1e8", help="comma-separated row counts")
     p.add_argument("--max-rows", type=float, default=1e8, help="skip sizes above this")
     p.add_argument("--plan-max-rows", type=float, default=1e8, help="time plans only up to this N")
     p.add_argument("--device", default="cpu", help="where the tables live: cpu, cuda, cuda:1, ...")
-    p.add_argument("--batch", type=int, default=256, help="rows per update call")
-    p.add_argument("--update-repeats", type=int, default=200)
+    p.add_argument("--buffer-rows", type=int, default=BUFFER_ROWS, help="rows per timed flush")
     p.add_argument("--plan-repeats", type=int, default=3, help="repeats of each plan (1 above 1e7 rows)")
     p.add_argument("--strategies", default="", help="comma-separated labels (default: all, see --list)")
     p.add_argument("--list", action="store_true", help="list the strategy labels and exit")
@@ -205,66 +203,73 @@ def main(argv: list[str] | None = None) -> int:
             continue
         host, dev = available_bytes(device)
         with_plans = n <= args.plan_max_rows
-        need_dev = TABLE_BYTES_PER_ROW * n
-        need_host = (PLAN_PEAK_BYTES_PER_ROW if with_plans else TABLE_BYTES_PER_ROW) * n
-        if device.type == "cuda":
-            need_host -= need_dev
-        if need_host > 0.9 * host or need_dev > 0.9 * dev:
+        need = (PLAN_PEAK_BYTES_PER_ROW if with_plans else 32) * n
+        if need > 0.9 * (dev if device.type == "cuda" else host):
             notes.append(
-                f"N={fmt_rows(n)} skipped: needs ~{need_host / 2**30:.1f} GiB host"
-                + (f" and {need_dev / 2**30:.1f} GiB on {device}" if device.type == "cuda" else "")
-                + f", {host / 2**30:.1f} GiB host"
-                + (f" / {dev / 2**30:.1f} GiB device" if device.type == "cuda" else "")
-                + " available (lower --max-rows to silence)"
+                f"N={fmt_rows(n)} skipped: needs ~{need / 2**30:.1f} GiB on {device}, "
+                f"{(dev if device.type == 'cuda' else host) / 2**30:.1f} GiB available (lower --max-rows to silence)"
             )
             continue
         start = time.perf_counter()
-        state = filled_state(n, device, args.seed)
-        table_bytes = sum(t.numel() * t.element_size() for t in state.tables.values())
-        update = time_update(state, args.batch, args.update_repeats, device, args.seed)
-        plans = {}
-        if with_plans:
-            plans = time_plans(state, specs, args.plan_repeats if n <= 10**7 else 1, args.seed)
-        else:
+        row = {"num_rows": n, "strategies": {}}
+        for label, method, options in specs:
+            track = build_strategy(method, options).required_tables
+            state = filled_state(n, track, device, args.seed)
+            entry = {"table_bytes_per_row": state.table_bytes() / n, "tables": sorted(state.tracked)}
+            if label == specs[0][0]:
+                row["flush_seconds"] = time_flush(state, args.buffer_rows, device, args.seed)
+            if with_plans:
+                before = state.plan_bytes()
+                repeats = args.plan_repeats if n <= 10**7 else 1
+                entry["plan_seconds"], entry["plan_cpu_seconds"] = time_plan(state, method, options, repeats, 0)
+                entry["plan_bytes_per_epoch"] = state.plan_bytes() - before
+            row["strategies"][label] = entry
+            del state
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if not with_plans:
             notes.append(f"N={fmt_rows(n)}: plans not timed (above --plan-max-rows {args.plan_max_rows:.0e})")
-        row = {
-            "num_rows": n,
-            "table_bytes_per_row": table_bytes / n,
-            "table_mib": table_bytes / 2**20,
-            "plan_bytes_per_row_per_epoch": state.plans[0].element_size(),
-            "update_seconds": update,
-            "batch": args.batch,
-            "plan_seconds": plans,
-        }
+        row["peak_rss_bytes"] = peak_rss_bytes()
+        if device.type == "cuda":
+            row["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
         results.append(row)
         print(
-            f"# N={fmt_rows(n)} done in {time.perf_counter() - start:.1f} s: update {fmt_time(update)}, "
-            + ", ".join(f"{k} {fmt_time(v)}" for k, v in plans.items()),
+            f"# N={fmt_rows(n)} done in {time.perf_counter() - start:.1f} s: flush {fmt_time(row['flush_seconds'])}, "
+            + ", ".join(f"{k} {fmt_time(v.get('plan_seconds'))}" for k, v in row["strategies"].items()),
             flush=True,
         )
-        del state
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
 
     if results:
-        print()
-        header = "| N | tables (B/row) | tables (MiB) | plan (B/row/epoch) |"
-        print(f"{header} update, batch {args.batch} (median) |")
-        print("|---:|---:|---:|---:|---:|")
-        for r in results:
-            print(
-                f"| {fmt_rows(r['num_rows'])} | {r['table_bytes_per_row']:.1f} | {r['table_mib']:,.1f} | "
-                f"{r['plan_bytes_per_row_per_epoch']} | {fmt_time(r['update_seconds'])} |"
-            )
-        print()
-        print("Time to plan one pruned epoch (`EpochPlanner.plan`, prune ratio 0.5):")
-        print()
-        print("| strategy | " + " | ".join(f"N={fmt_rows(r['num_rows'])}" for r in results) + " |")
+        labels = [label for label, _, _ in specs]
+        cols = " | ".join(f"N={fmt_rows(r['num_rows'])}" for r in results)
+        print("\nBytes per row: per-row tables (trash slot included); plan history per pruned epoch\n")
+        print("| strategy | tables kept | tables (B/row) | plan history (B/row/epoch) |")
+        print("|---|---|---:|---:|")
+        last = results[-1]["strategies"]
+        for label in labels:
+            e = last[label]
+            plan = e.get("plan_bytes_per_epoch")
+            plan_cell = "-" if plan is None else f"{plan / results[-1]['num_rows']:.3f}"
+            kept = ", ".join(t for t in e["tables"] if t not in ("frequency", "last_epoch"))
+            print(f"| {label} | {kept} | {e['table_bytes_per_row']:.1f} | {plan_cell} |")
+        print(f"\nTime to plan one pruned epoch (`EpochPlanner.plan`, prune ratio 0.5, on {device}):\n")
+        print(f"| strategy | {cols} |")
         print("|---|" + "---:|" * len(results))
-        for label, _, _ in specs:
-            cells = [fmt_time(r["plan_seconds"].get(label)) for r in results]
+        for label in labels:
+            cells = [fmt_time(r["strategies"][label].get("plan_seconds")) for r in results]
             print(f"| {label} | " + " | ".join(cells) + " |")
+        flush_cells = " | ".join(fmt_time(r["flush_seconds"]) for r in results)
+        print(f"| flush of {args.buffer_rows:,} buffered rows | {flush_cells} |")
+        rss_cells = " | ".join(f"{r['peak_rss_bytes'] / 2**30:.2f} GiB" for r in results)
+        print(f"| peak RSS so far | {rss_cells} |")
+        if device.type == "cpu":
+            print("\nThe same, process CPU time (what the planning itself used, whatever the machine's load):\n")
+            print(f"| strategy | {cols} |")
+            print("|---|" + "---:|" * len(results))
+            for label in labels:
+                cells = [fmt_time(r["strategies"][label].get("plan_cpu_seconds")) for r in results]
+                print(f"| {label} | " + " | ".join(cells) + " |")
     for note in notes:
         print(f"Note: {note}")
     if args.json:

@@ -199,6 +199,8 @@ def export_pruning_record(
             f"The dataset has {len(dataset)} rows but the pruning state has {n}: pass the training dataset."
         )
     tables = state.cpu_tables()
+    for name in ("score", "loss", "entropy", "ema_mean"):  # tables the strategy did not keep: NaN columns
+        tables.setdefault(name, torch.full((n,), float("nan")))
     kept = state.kept_in_epoch().numpy()  # [E, N]
 
     row_of_visit, epoch_of_visit = np.nonzero(kept.T)  # row-major: by row, then by epoch

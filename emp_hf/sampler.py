@@ -12,21 +12,47 @@ from .strategies import PruningStrategy
 from .tracker import PruningState
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, epoch) over the 64-bit seed space
+_ORDER = 0x5851F42D4C957F2D  # a second stream for the training order of an epoch
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A private CPU generator seeded by `(seed, epoch)`; global RNG state is never touched."""
-    return torch.Generator().manual_seed((seed * _MIX + epoch + 1) % 2**63)
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * _MIX + epoch + 1) % 2**63
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A private generator on `device` seeded by `(seed, epoch)`; global RNG state is never touched."""
+    return torch.Generator(device=device).manual_seed(_epoch_seed(seed, epoch))
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """The key of the hash that orders epoch `epoch`'s plan (kept with the plan to regenerate its order)."""
+    return (_epoch_seed(seed, epoch) ^ _ORDER) % 2**63
 
 
 class EpochPlanner:
-    """Decides and records the plan (ordered row indices) of each epoch, at most once per epoch."""
+    """Decides and records the plan (ordered row indices) of each epoch, at most once per epoch.
+
+    Planning runs where the tables live (the training device), with a generator there seeded by
+    `(seed, epoch)`: no table is copied to the host. The selected rows are stored as a bitmap and shuffled by a
+    keyed hash of `order_seed(seed, epoch)` (the same order on every device). Plans are identical on every
+    process (same state, seed and device type) and reproducible from `(state, seed, epoch)`.
+    """
 
     def __init__(self, state: PruningState, strategy: PruningStrategy, schedule: EpochSchedule, seed: int) -> None:
         self.state = state
         self.strategy = strategy
         self.schedule = schedule
         self.seed = seed
+
+    def _begin_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The flushed tables, the strategy told the epoch, the scores recorded."""
+        tables = self.state.device_tables()
+        set_epoch = getattr(self.strategy, "set_epoch", None)  # the strategy's epoch hook, where it has one
+        if set_epoch is not None:
+            set_epoch(epoch, self.schedule)
+        if "score" in tables:
+            self.state.set_scores(self.strategy.score(tables))
+        return tables
 
     def plan(self, epoch: int) -> torch.Tensor:
         """The plan of `epoch`; decided from the current state if it is the next unplanned epoch."""
@@ -35,23 +61,25 @@ class EpochPlanner:
             return plans[epoch]
         if epoch > len(plans):
             raise RuntimeError(f"Cannot plan epoch {epoch} before epoch {len(plans)}.")
-        generator = epoch_generator(self.seed, epoch)
-        tables = self.state.cpu_tables()
-        self.state.set_scores(self.strategy.score(tables))
+        tables = self._begin_epoch(epoch)
+        rows, weight = None, None
         if self.schedule.phase(epoch) == "pruned":
+            generator = epoch_generator(self.seed, epoch, self.state.device)
             selection = self.strategy.select(tables, self.schedule.num_keep, generator)
             rows, weight = selection.rows, selection.weight
-        else:
-            rows, weight = torch.arange(self.state.num_rows), None
-        order = rows[torch.randperm(rows.numel(), generator=generator)]
-        self.state.record_plan(epoch, order, weight)
-        return self.state.plans[epoch]
+        return self.state.record_selection(epoch, rows, order_seed(self.seed, epoch), weight)
+
+    def plan_size(self, epoch: int) -> int:
+        """The number of rows of `epoch`'s plan (decided first if it is the next unplanned epoch)."""
+        if epoch >= len(self.state.plans):
+            self.plan(epoch)
+        return self.state.epoch_plan_sizes[epoch]
 
     def record_full_epoch(self, epoch: int) -> None:
         """Record an epoch that trains on every row in an order chosen elsewhere (`pruning_method='none'`)."""
         if epoch == len(self.state.plans):
-            self.state.set_scores(self.strategy.score(self.state.cpu_tables()))
-            self.state.record_plan(epoch, torch.arange(self.state.num_rows))
+            self._begin_epoch(epoch)
+            self.state.record_selection(epoch, None, order_seed=None)
 
 
 class PruningSampler(Sampler[int]):
@@ -70,7 +98,9 @@ class PruningSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.planner.plan(self.epoch).tolist())
+        plan = self.planner.plan(self.epoch)
+        for chunk in plan.split(1 << 16):  # Python ints a chunk at a time, not one list of N
+            yield from chunk.tolist()
 
     def __len__(self) -> int:
-        return len(self.planner.plan(self.epoch))
+        return self.planner.plan_size(self.epoch)

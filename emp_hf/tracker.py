@@ -1,186 +1,412 @@
 """Per-row training statistics: the memory every pruning strategy decides from.
 
-`PruningState` holds one entry per row of the training dataset. Its hot path, `update`, is a handful of
-tensor operations on the training device with no host synchronisation: rows that must not be updated
-(padding, duplicates, non-finite values) are redirected to a spare "trash" slot at index `N` instead of
-being filtered out with boolean indexing (which would sync with the host).
+`PruningState` holds one entry per row of the training dataset, for the tables its strategy declares
+(`PruningStrategy.required_tables`; `frequency` and `last_epoch` always), in the narrowest exact dtype.
+
+Hot path: `update` appends a micro-batch's `(rows, loss, entropy)` to preallocated buffers on the state's device
+(three copies, no host synchronisation, no collective). The buffer is applied to the tables in one vectorised
+pass, the *flush*, when it is full, when the epoch changes, and whenever anything reads the tables: every read
+(`state.tables`, `state.frequency`, `device_tables()`, `state_dict()`, ...) goes through a flush, so no reader
+sees a stale table. With several processes, the flush first gathers every process's buffer (one collective per
+flush, `emp_hf.distributed.attach_process_group`); every process must then reach the flush together, which the
+trainer guarantees by flushing at the points every process passes (planning, checkpoint save, end of training).
+
+The flush redirects rows that must not be updated (padding, duplicates, non-finite values) to a spare "trash"
+slot at index `N` instead of filtering them out with boolean indexing (which would synchronise with the host).
+Its result is exactly that of applying the micro-batches one by one in order: within one epoch, the first
+occurrence of a row counts and every later one (in the same micro-batch or a later one) is ignored.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-STATE_FORMAT_VERSION = 1
+from .plan_history import PlanHistory
 
-# Per-row tables: name -> (dtype, initial value). Each has N + 1 entries (slot N is the trash slot).
-_TABLES: dict[str, tuple[torch.dtype, float]] = {
+STATE_FORMAT_VERSION = 2
+#: Versions `load_state_dict` reads (1: eight full tables and explicit plans, emp_hf <= 0.1).
+READABLE_FORMAT_VERSIONS = (1, 2)
+
+#: Per-row tables: name -> (dtype, initial value). Each has N + 1 entries (slot N is the trash slot).
+#: `frequency` and `last_epoch` start as int16 (a row is counted at most once per epoch) and widen to int32
+#: before an epoch number would overflow them.
+TABLE_SPECS: dict[str, tuple[torch.dtype, float]] = {
     "loss": (torch.float32, float("nan")),
     "entropy": (torch.float32, float("nan")),
     "ema_mean": (torch.float32, float("nan")),
     "ema_var": (torch.float32, 0.0),
     "score": (torch.float32, float("nan")),
     "weight": (torch.float32, 1.0),
-    "frequency": (torch.int64, 0),
-    "last_epoch": (torch.int64, -1),
+    "frequency": (torch.int16, 0),
+    "last_epoch": (torch.int16, -1),
 }
+ALL_TABLES = frozenset(TABLE_SPECS)
+ALWAYS_TRACKED = frozenset({"frequency", "last_epoch"})
+#: Default capacity of the observation buffer, in rows (16 bytes each).
+BUFFER_ROWS = 1 << 15
+
+Gather = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-@dataclass
+class ObservationBuffer:
+    """Preallocated device buffers of `(row, loss, entropy)`: one epoch's observations waiting for a flush."""
+
+    def __init__(self, capacity: int, device: torch.device | str) -> None:
+        self.rows = torch.full((capacity,), -1, dtype=torch.int64, device=device)
+        self.values = torch.zeros((2, capacity), dtype=torch.float32, device=device)  # loss, entropy
+        self.size = 0
+        self.epoch = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.rows.numel()
+
+    def append(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, width: int) -> None:
+        """Three device copies; `width - len(rows)` slots stay padding (row -1)."""
+        start, k = self.size, rows.numel()
+        self.rows[start : start + k].copy_(rows.reshape(-1), non_blocking=True)
+        self.values[0, start : start + k].copy_(loss.reshape(-1), non_blocking=True)
+        self.values[1, start : start + k].copy_(entropy.reshape(-1), non_blocking=True)
+        self.size += width
+
+    def clear(self) -> None:
+        self.rows[: self.size].fill_(-1)
+        self.size = 0
+
+
 class PruningState:
     """Per-example statistics of a pruning run (one entry per training row) and its per-epoch record.
 
-    Attributes (per row, length `num_rows`): `loss`, `entropy` (last observed), `ema_mean`, `ema_var`
-    (exponential moving statistics of the loss), `score` (what the strategy ranked by at the last plan),
-    `weight` (loss weight of the current epoch), `frequency` (visits so far), `last_epoch` (epoch of the
-    last visit, -1 if never visited). Per epoch: `plans` (row indices trained, in order) and
-    `epoch_plan_sizes`.
+    Per row (length `num_rows`, read as attributes, each read flushes the buffered observations first):
+    `loss`, `entropy` (last observed), `ema_mean`, `ema_var` (exponential moving statistics of the loss),
+    `score` (what the strategy ranked by at the last plan), `weight` (loss weight of the current epoch),
+    `frequency` (visits so far), `last_epoch` (epoch of the last visit, -1 if never visited) — only the tables
+    in `track` (default: all) plus `frequency` and `last_epoch`. Per epoch: `plans` (row indices trained, in
+    order; stored compactly, see `emp_hf.plan_history`) and `epoch_plan_sizes`.
+
+    Args:
+        num_rows: rows of the training dataset.
+        ema_decay: decay `d` of the loss EMA (`s <- d*s + (1-d)*loss`).
+        device: where the tables and the observation buffer live (the training device).
+        track: the tables to keep (e.g. `strategy.required_tables`); `frequency` and `last_epoch` always.
+        buffer_rows: capacity of the observation buffer (a flush happens when it is full).
     """
 
-    num_rows: int
-    ema_decay: float = 0.9
-    device: torch.device | str = "cpu"
-    tables: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    plans: list[torch.Tensor] = field(default_factory=list, repr=False)
-    nonfinite_count: torch.Tensor | None = field(default=None, repr=False)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        num_rows: int,
+        ema_decay: float = 0.9,
+        device: torch.device | str = "cpu",
+        track: Iterable[str] | None = None,
+        buffer_rows: int = BUFFER_ROWS,
+    ) -> None:
+        if num_rows <= 0:
+            raise ValueError(f"PruningState needs at least one row, got num_rows={num_rows}.")
+        names = ALL_TABLES if track is None else frozenset(track) | ALWAYS_TRACKED
+        unknown = names - ALL_TABLES
+        if unknown:
+            raise ValueError(f"Unknown per-row tables {sorted(unknown)}; choose from {sorted(ALL_TABLES)}.")
+        if "ema_var" in names:
+            names |= {"ema_mean"}  # the variance update reads the mean
+        self.num_rows = num_rows
+        self.ema_decay = ema_decay
+        self.device = torch.device(device)
+        self.metadata: dict[str, Any] = {}
+        self.gather: Gather | None = None  # set for several processes (emp_hf.distributed.attach_process_group)
+        self.micro_batch_width: int | None = None  # with `gather`: every micro-batch padded to this many rows
+        self.buffer_rows = buffer_rows
+        self._tables = {name: self._new_table(name) for name in TABLE_SPECS if name in names}
+        self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._plans = PlanHistory(num_rows)
+        self._buffer: ObservationBuffer | None = None
 
-    def __post_init__(self) -> None:
-        if self.num_rows <= 0:
-            raise ValueError(f"PruningState needs at least one row, got num_rows={self.num_rows}.")
-        if not self.tables:
-            self.tables = {
-                name: torch.full((self.num_rows + 1,), value, dtype=dtype, device=self.device)
-                for name, (dtype, value) in _TABLES.items()
-            }
-        if self.nonfinite_count is None:
-            self.nonfinite_count = torch.zeros((), dtype=torch.int64, device=self.device)
+    def _new_table(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        spec_dtype, value = TABLE_SPECS[name]
+        return torch.full((self.num_rows + 1,), value, dtype=dtype or spec_dtype, device=self.device)
 
-    # ------------------------------------------------------------------ per-row views (without the trash slot)
+    # ------------------------------------------------------------------ flushed views: the only way in
+    @property
+    def tracked(self) -> frozenset[str]:
+        """Names of the per-row tables this state keeps."""
+        return frozenset(self._tables)
+
+    @property
+    def tables(self) -> dict[str, torch.Tensor]:
+        """The per-row tables after a flush, each with `N + 1` entries (slot `N` is the trash slot)."""
+        self.flush()
+        return self._tables
+
+    def device_tables(self) -> dict[str, torch.Tensor]:
+        """Views of the flushed per-row tables (without the trash slot) on the state's device: what strategies
+        decide from."""
+        self.flush()
+        return {name: table[:-1] for name, table in self._tables.items()}
+
+    def cpu_tables(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the flushed per-row tables (without the trash slot)."""
+        return {name: table.to("cpu", copy=True) for name, table in self.device_tables().items()}
+
     def __getattr__(self, name: str) -> torch.Tensor:
-        tables = self.__dict__.get("tables")
+        tables = self.__dict__.get("_tables")
         if tables is not None and name in tables:
+            self.flush()
             return tables[name][:-1]
+        if tables is not None and name in TABLE_SPECS:
+            raise AttributeError(
+                f"This pruning state does not keep {name!r}: it tracks {sorted(tables)} (what its strategy's "
+                "`required_tables` declare)."
+            )
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    @property
+    def nonfinite_count(self) -> torch.Tensor:
+        """How many visits had a non-finite loss or entropy (a 0-d int64 tensor on the state's device)."""
+        self.flush()
+        return self._nonfinite
 
     @property
     def seen(self) -> torch.Tensor:
         """Boolean mask of rows observed at least once."""
         return self.frequency > 0
 
-    @property
-    def epoch_plan_sizes(self) -> list[int]:
-        return [len(plan) for plan in self.plans]
-
-    def realized_saving(self, num_epochs: int | None = None) -> float:
-        """`1 - (sum of plan sizes) / (N * epochs)`, over `num_epochs` (default: the epochs planned so far)."""
-        epochs = len(self.plans) if num_epochs is None else num_epochs
-        if epochs == 0:
-            return 0.0
-        return 1.0 - sum(self.epoch_plan_sizes) / (self.num_rows * epochs)
-
     # ------------------------------------------------------------------ hot path
+    @property
+    def pending(self) -> int:
+        """Buffered observation slots not yet applied to the tables."""
+        return 0 if self._buffer is None else self._buffer.size
+
     def update(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, epoch: int) -> None:
-        """Record one observation per row.
+        """Record one micro-batch's observations (buffered: three device copies, no host synchronisation).
 
         `rows` may contain `-1` (padding) and repeated rows: only the first occurrence of a row that was not
         already visited in `epoch` counts, so the padding and the loop-back duplicates that Accelerate's
         `even_batches` adds are neither lost nor double-counted. Non-finite `loss`/`entropy` values count as a
         visit but leave the row's statistics unchanged (they are tallied in `nonfinite_count`).
         """
-        n = self.num_rows
-        rows = rows.to(self.device, torch.int64)
-        loss = loss.to(self.device, torch.float32)
-        entropy = entropy.to(self.device, torch.float32)
-        safe_rows = rows.clamp(-1, n).masked_fill(rows < 0, n)  # padding -> trash slot
-        t = self.tables
-        keep = (rows >= 0) & (rows < n) & (t["last_epoch"][safe_rows] != epoch) & _first_occurrence(safe_rows)
-        visit = torch.where(keep, safe_rows, n)
+        k = rows.numel()
+        if loss.numel() != k or entropy.numel() != k:
+            raise ValueError(f"update got {k} rows but {loss.numel()} losses and {entropy.numel()} entropies.")
+        if epoch < 0:
+            raise ValueError(f"Epochs count from 0, got epoch={epoch}.")
+        width = k if self.micro_batch_width is None else self.micro_batch_width
+        if k > width:
+            raise ValueError(f"A micro-batch of {k} rows exceeds the per-device batch size {width}.")
+        buffer = self._buffer
+        if buffer is None or buffer.capacity < width:
+            self.flush()
+            buffer = self._buffer = ObservationBuffer(max(self.buffer_rows, width), self.device)
+        if buffer.size and (buffer.epoch != epoch or buffer.size + width > buffer.capacity):
+            self.flush()
+        if width == 0:
+            return
+        buffer.epoch = epoch
+        buffer.append(rows, loss, entropy, width)
+
+    def flush(self) -> None:
+        """Apply the buffered observations to the tables (one gather first with several processes)."""
+        buffer = self._buffer
+        if buffer is None or buffer.size == 0:
+            return
+        rows, values = buffer.rows[: buffer.size], buffer.values[:, : buffer.size]
+        if self.gather is not None:
+            rows, values = self.gather(rows, values)
+        self._apply(rows, values[0], values[1], buffer.epoch)
+        buffer.clear()
+
+    def _apply(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, epoch: int) -> None:
+        """One vectorised update for observations of one epoch, in order (first occurrence wins)."""
+        self._fit_epoch(epoch)
+        n, t = self.num_rows, self._tables
+        valid = (rows >= 0) & (rows < n)
+        safe_rows = torch.where(valid, rows, n)  # padding and out-of-range rows -> trash slot
+        keep = valid & (t["last_epoch"][safe_rows] != epoch) & _first_occurrence(safe_rows)
+        visit = torch.where(keep, safe_rows, n)  # unique apart from the trash slot
         finite = keep & torch.isfinite(loss) & torch.isfinite(entropy)
         target = torch.where(finite, safe_rows, n)
 
-        t["frequency"].index_add_(0, visit, keep.to(torch.int64))
+        frequency = t["frequency"]
+        frequency.index_put_((visit,), frequency[visit] + keep.to(frequency.dtype))
         t["last_epoch"].index_fill_(0, visit, epoch)
-        self.nonfinite_count += (keep & ~finite).sum()
+        self._nonfinite += (keep & ~finite).sum()
 
         d = self.ema_decay
-        old_mean = t["ema_mean"][target]
-        first = torch.isnan(old_mean)
-        new_mean = torch.where(first, loss, d * old_mean + (1 - d) * loss)
-        new_var = torch.where(first, 0.0, d * t["ema_var"][target] + (1 - d) * (loss - old_mean) ** 2)
-        t["ema_mean"][target] = new_mean
-        t["ema_var"][target] = new_var
-        t["loss"][target] = loss
-        t["entropy"][target] = entropy
+        if "ema_mean" in t:
+            old_mean = t["ema_mean"][target]
+            first = torch.isnan(old_mean)
+            if "ema_var" in t:
+                old_var = t["ema_var"][target]
+                t["ema_var"][target] = torch.where(first, 0.0, d * old_var + (1 - d) * (loss - old_mean) ** 2)
+            t["ema_mean"][target] = torch.where(first, loss, d * old_mean + (1 - d) * loss)
+        if "loss" in t:
+            t["loss"][target] = loss
+        if "entropy" in t:
+            t["entropy"][target] = entropy
+
+    def _fit_epoch(self, epoch: int) -> None:
+        """Widen `frequency`/`last_epoch` before `epoch` (or a count up to `epoch + 1`) would overflow them."""
+        for name in ALWAYS_TRACKED:
+            table = self._tables[name]
+            if epoch + 1 > torch.iinfo(table.dtype).max:
+                self._tables[name] = table.to(torch.int32 if table.dtype == torch.int16 else torch.int64)
+
+    def loss_weight(self, rows: torch.Tensor) -> torch.Tensor:
+        """The loss weights of `rows` in the current epoch (set by the plan; needs no flush). All ones when the
+        strategy keeps no weights."""
+        weight = self._tables.get("weight")
+        rows = rows.to(self.device)
+        if weight is None:
+            return torch.ones(rows.shape, dtype=torch.float32, device=self.device)
+        return weight[rows]
 
     # ------------------------------------------------------------------ plans
+    @property
+    def plans(self) -> PlanHistory:
+        """The plan of every decided epoch (`plans[e]`: row indices trained in epoch `e`, in order, on the CPU)."""
+        return self._plans
+
+    @property
+    def epoch_plan_sizes(self) -> list[int]:
+        return self._plans.sizes
+
+    def realized_saving(self, num_epochs: int | None = None) -> float:
+        """`1 - (sum of plan sizes) / (N * epochs)`, over `num_epochs` (default: the epochs planned so far)."""
+        epochs = len(self._plans) if num_epochs is None else num_epochs
+        if epochs == 0:
+            return 0.0
+        return 1.0 - sum(self.epoch_plan_sizes) / (self.num_rows * epochs)
+
+    def _check_next(self, epoch: int) -> None:
+        if epoch != len(self._plans):
+            raise RuntimeError(f"Epoch {epoch} planned out of order: {len(self._plans)} epochs are planned.")
+
     def record_plan(self, epoch: int, plan: torch.Tensor, weight: torch.Tensor | None = None) -> None:
-        """Store the plan of `epoch` (which must be the next unplanned epoch) and its per-row loss weights."""
-        if epoch != len(self.plans):
-            raise RuntimeError(f"Epoch {epoch} planned out of order: {len(self.plans)} epochs are planned.")
-        dtype = torch.int32 if self.num_rows < 2**31 else torch.int64
-        self.plans.append(plan.to("cpu", dtype))
-        w = self.tables["weight"]
+        """Store the plan of `epoch` (the next unplanned epoch) as an explicit ordered list, and its loss weights."""
+        self._check_next(epoch)
+        self._plans.append_rows(plan)
+        self._set_weight(weight)
+
+    def record_selection(
+        self,
+        epoch: int,
+        rows: torch.Tensor | None,
+        order_seed: int | None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Store the plan of `epoch` compactly: the rows kept (None: every row), shuffled on the state's device by
+        the keyed hash of `order_seed` (None: ascending order; see `emp_hf.plan_history`). Returns the ordered
+        plan (on the CPU)."""
+        self._check_next(epoch)
+        order = self._plans.append_selection(rows, order_seed, self.device)
+        self._set_weight(weight)
+        return order
+
+    def _set_weight(self, weight: torch.Tensor | None) -> None:
+        w = self._tables.get("weight")
+        if w is None:
+            if weight is not None and not bool((weight == 1).all()):
+                raise ValueError(
+                    "The strategy returned loss weights but this pruning state keeps no 'weight' table: add "
+                    "'weight' to the strategy's `required_tables`."
+                )
+            return
         if weight is None:
             w.fill_(1.0)
         else:
             w[:-1] = weight.to(w.device, torch.float32)
 
     def set_scores(self, score: torch.Tensor) -> None:
-        self.tables["score"][:-1] = score.to(self.tables["score"].device, torch.float32)
+        if "score" not in self._tables:
+            raise ValueError(f"This pruning state keeps no 'score' table (it tracks {sorted(self._tables)}).")
+        self._tables["score"][:-1] = score.to(self.device, torch.float32)
 
     def kept_in_epoch(self) -> torch.Tensor:
         """Boolean matrix `[epochs, N]`: whether row i was in the plan of epoch e."""
-        kept = torch.zeros(len(self.plans), self.num_rows, dtype=torch.bool)
-        for e, plan in enumerate(self.plans):
-            kept[e, plan.long()] = True
-        return kept
+        if not len(self._plans):
+            return torch.zeros(0, self.num_rows, dtype=torch.bool)
+        return torch.stack([self._plans.kept(e) for e in range(len(self._plans))])
 
-    def cpu_tables(self) -> dict[str, torch.Tensor]:
-        """A CPU copy of the per-row tables (without the trash slot): what strategies decide from."""
-        return {name: table[:-1].to("cpu", copy=True) for name, table in self.tables.items()}
+    # ------------------------------------------------------------------ memory
+    def table_bytes(self) -> int:
+        """Bytes held by the per-row tables (the trash slot included)."""
+        return sum(t.numel() * t.element_size() for t in self._tables.values())
+
+    def plan_bytes(self) -> int:
+        """Bytes held by the plan history (bitmaps and explicit plans)."""
+        return self._plans.stored_bytes()
 
     # ------------------------------------------------------------------ (de)serialisation
     def state_dict(self) -> dict[str, Any]:
+        self.flush()
         return {
             "format_version": STATE_FORMAT_VERSION,
             "num_rows": self.num_rows,
             "ema_decay": self.ema_decay,
-            "tables": {name: t.cpu() for name, t in self.tables.items()},
-            "plans": list(self.plans),
-            "nonfinite_count": self.nonfinite_count.cpu(),
+            "tables": {name: t.cpu() for name, t in self._tables.items()},
+            "plans": self._plans.state_dict(),
+            "nonfinite_count": self._nonfinite.cpu(),
             "metadata": dict(self.metadata),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("format_version") != STATE_FORMAT_VERSION:
-            raise ValueError(f"Unsupported pruning-state format {state.get('format_version')!r}.")
+        """Restore a saved state (format 2, or format 1 of earlier versions); pending observations are dropped.
+
+        Tables this state keeps but the saved one lacks start empty; saved tables it does not keep are ignored.
+        """
+        version = state.get("format_version")
+        if version not in READABLE_FORMAT_VERSIONS:
+            raise ValueError(
+                f"Unsupported pruning-state format {version!r}: this emp_hf reads formats "
+                f"{list(READABLE_FORMAT_VERSIONS)}. Resume with the emp_hf version that wrote the checkpoint."
+            )
         if state["num_rows"] != self.num_rows:
             raise ValueError(
                 f"The saved pruning state has {state['num_rows']} rows but the training dataset has "
                 f"{self.num_rows}: resume with the dataset the checkpoint was trained on."
             )
+        saved = state["tables"]
+        tables = {}
+        for name, current in self._tables.items():
+            if name not in saved:
+                tables[name] = self._new_table(name, current.dtype)
+                continue
+            table = saved[name]
+            dtype = current.dtype
+            if not dtype.is_floating_point and table.numel() and int(table.abs().max()) > torch.iinfo(dtype).max:
+                dtype = torch.int32 if int(table.abs().max()) <= torch.iinfo(torch.int32).max else torch.int64
+            tables[name] = table.to(self.device, dtype, copy=True)
         self.ema_decay = state["ema_decay"]
-        self.tables = {name: t.to(self.device, copy=True) for name, t in state["tables"].items()}
-        self.plans = list(state["plans"])
-        self.nonfinite_count = state["nonfinite_count"].to(self.device)
+        self._tables = tables
+        if version == 1:
+            self._plans.load_rows(list(state["plans"]))
+        else:
+            self._plans.load_state_dict(state["plans"])
+        self._nonfinite = state["nonfinite_count"].to(self.device, torch.int64, copy=True)
         self.metadata = dict(state["metadata"])
+        self._buffer = None
 
     def to(self, device: torch.device | str) -> PruningState:
-        self.device = device
-        self.tables = {name: t.to(device) for name, t in self.tables.items()}
-        self.nonfinite_count = self.nonfinite_count.to(device)
+        self.flush()
+        self.device = torch.device(device)
+        self._tables = {name: t.to(self.device) for name, t in self._tables.items()}
+        self._nonfinite = self._nonfinite.to(self.device)
+        self._buffer = None
         return self
+
+    def __repr__(self) -> str:
+        return (
+            f"PruningState(num_rows={self.num_rows}, tracked={sorted(self._tables)}, device={self.device}, "
+            f"epochs={len(self._plans)})"
+        )
 
 
 def _first_occurrence(rows: torch.Tensor) -> torch.Tensor:
     """Mask of the entries of `rows` that are the first occurrence of their value (sort-based, no sync)."""
     if rows.numel() <= 1:
         return torch.ones_like(rows, dtype=torch.bool)
-    order = torch.sort(rows, stable=True).indices
-    sorted_rows = rows[order]
+    sorted_rows, order = torch.sort(rows, stable=True)
     first_sorted = torch.ones_like(sorted_rows, dtype=torch.bool)
     first_sorted[1:] = sorted_rows[1:] != sorted_rows[:-1]
     return torch.empty_like(first_sorted).scatter_(0, order, first_sorted)

@@ -23,7 +23,7 @@ from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pru
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
 from .config import INDEX_COLUMN, EMPConfig, PruningArguments
 from .data import PlanOrderSampler, RowIndexCollator, add_row_index, row_lengths
-from .distributed import gather_observations
+from .distributed import attach_process_group
 from .losses import PerExampleLossFunc, Task, infer_task, labelled_rows, per_example_stats, unwrap_peft
 from .record import model_name_of
 from .sampler import EpochPlanner, PruningSampler
@@ -113,7 +113,12 @@ class PruningMixin(TrainerLoopHooks):
     def _new_pruning_state(self) -> PruningState | None:
         if self.train_dataset is None:
             return None
-        state = PruningState(len(self.train_dataset), ema_decay=self.args.ema_decay, device=self.args.device)
+        state = PruningState(
+            len(self.train_dataset),
+            ema_decay=self.args.ema_decay,
+            device=self.args.device,
+            track=self.strategy.required_tables,
+        )
         args = self.args
         state.metadata.update(
             dataset_fingerprint=self._dataset_fingerprint,
@@ -169,6 +174,7 @@ class PruningMixin(TrainerLoopHooks):
         if resume_from_checkpoint:
             self._load_pruning_state(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        self.pruning_state.flush()  # on every process: the last observations reach the tables (one gather)
         if self.is_world_process_zero():
             save_pruning_state(self.pruning_state, self.args.output_dir)  # `emp-hf export/inspect OUTPUT_DIR`
             if self.args.push_pruning_record:
@@ -239,8 +245,7 @@ class PruningMixin(TrainerLoopHooks):
         An undecided open-budget epoch is assumed as large as the latest pruned one, else `unknown_size`
         (default: all rows, an upper bound).
         """
-        plans = self.pruning_state.plans
-        known = [len(p) for p in plans[: schedule.num_epochs]]
+        known = self.pruning_state.epoch_plan_sizes[: schedule.num_epochs]
         estimate = known[-1] if known and schedule.phase(len(known) - 1) == "pruned" else None
         sizes = list(known)
         for epoch in range(len(known), schedule.num_epochs):
@@ -276,8 +281,8 @@ class PruningMixin(TrainerLoopHooks):
             return epochs_trained, steps_trained
         # Epochs have different lengths: locate global_step in the recorded plans.
         done = 0
-        for epoch, plan in enumerate(self.pruning_state.plans):
-            steps = self._step_counter.update_steps(len(plan))
+        for epoch, size in enumerate(self.pruning_state.epoch_plan_sizes):
+            steps = self._step_counter.update_steps(size)
             if self.state.global_step < done + steps:
                 skip = 0 if self.args.ignore_data_skip else (self.state.global_step - done)
                 return epoch, skip * self.args.gradient_accumulation_steps
@@ -293,7 +298,7 @@ class PruningMixin(TrainerLoopHooks):
         if self.args.max_steps > 0 and not self.strategy.fixed_budget and epoch == len(self.pruning_state.plans):
             self._refit_epochs_to_max_steps(epoch)
         self._sampler.set_epoch(epoch)
-        plan_size = len(self.pruning_state.plans[epoch])
+        plan_size = self.pruning_state.epoch_plan_sizes[epoch]
         micro_batches = self._step_counter.micro_batches(plan_size)
         loader = train_dataloader
         if self._sampler is not None and len(loader) != micro_batches:
@@ -340,7 +345,7 @@ class PruningMixin(TrainerLoopHooks):
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if self.strategy.uses_weights:
             example_loss, entropy = self._per_example(outputs, labels)
-            weight = self.pruning_state.tables["weight"][rows.to(self.pruning_state.device)].to(example_loss.device)
+            weight = self.pruning_state.loss_weight(rows).to(example_loss.device)
             loss = self._weighted_mean(weight, example_loss, labels)
         else:
             with torch.no_grad():
@@ -382,14 +387,14 @@ class PruningMixin(TrainerLoopHooks):
         return loss, entropy
 
     def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
-        """Record one micro-batch's observations from every process. No host synchronisation."""
+        """Buffer one micro-batch's observations: a few device copies, no host sync, one gather per flush."""
         if loss.shape != rows.shape or entropy.shape != rows.shape:  # shapes only: no synchronisation
             raise ValueError(
                 f"Per-example loss and entropy must have one value per example, shape {tuple(rows.shape)}, got "
                 f"{tuple(loss.shape)} and {tuple(entropy.shape)}. A batch that merges examples (padding-free or "
                 "packed rows) must be split back into examples (see docs/api.md)."
             )
-        rows, loss, entropy = gather_observations(self.accelerator, rows, loss, entropy, self._train_batch_size)
+        attach_process_group(self.pruning_state, self.accelerator, self._train_batch_size)
         self.pruning_state.update(rows, loss, entropy, self._epoch)
 
     # ------------------------------------------------------------------ checkpoints and logging
@@ -397,6 +402,7 @@ class PruningMixin(TrainerLoopHooks):
         # The pruning state goes in first: the Trainer's save ends by deleting old checkpoints
         # (save_total_limit) and may push the folder (hub_strategy="checkpoint"); both must find it written.
         # The Trainer's trainer_state.json, written after the model, marks the checkpoint complete.
+        self.pruning_state.flush()  # on every process (a collective with several), before the main one reads it
         if self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -419,9 +425,10 @@ class PruningMixin(TrainerLoopHooks):
     def pruning_summary(self) -> dict[str, float]:
         """Kept fraction of the latest planned epoch, realised saving so far, and a frequency summary."""
         state = self.pruning_state
-        frequency = state.frequency.float()
+        frequency = state.frequency.float()  # flushes the buffered observations (on every process)
+        sizes = state.epoch_plan_sizes
         return {
-            "pruning/kept_fraction": len(state.plans[-1]) / state.num_rows if state.plans else 1.0,
+            "pruning/kept_fraction": sizes[-1] / state.num_rows if sizes else 1.0,
             "pruning/realized_saving": state.realized_saving(),
             "pruning/frequency_mean": frequency.mean().item(),
             "pruning/frequency_min": frequency.min().item(),
@@ -501,7 +508,7 @@ class PruningMixin(TrainerLoopHooks):
         """InfoBatch's open budget with `max_steps`: before planning `epoch`, fit the number of epochs to the plan
         sizes seen so far, so the anneal epochs end the run. A function of the recorded plans only (resumes equal
         the uninterrupted run); the count is kept in the pruning state's metadata as `planned_epochs`."""
-        known = [len(plan) for plan in self.pruning_state.plans[:epoch]]
+        known = self.pruning_state.epoch_plan_sizes[:epoch]
         num_epochs = min(self._epochs_for_max_steps(known), getattr(self, "_max_epochs", math.inf))
         self.pruning_state.metadata["planned_epochs"] = num_epochs
         self._planner.schedule = self._schedule(num_epochs)

@@ -43,8 +43,17 @@ def reference(tmp_path_factory):
     return run_to_end(tmp_path_factory.mktemp("reference"))
 
 
+def plans_of(state: dict) -> list[list[int]]:
+    """The ordered plans of a saved state (stored as bitmaps and order seeds)."""
+    from emp_hf.plan_history import PlanHistory
+
+    history = PlanHistory(state["num_rows"])
+    history.load_state_dict(state["plans"])
+    return [p.tolist() for p in history]
+
+
 def assert_same_state(a, b):
-    assert [p.tolist() for p in a["plans"]] == [p.tolist() for p in b["plans"]]
+    assert plans_of(a) == plans_of(b)
     assert torch.equal(a["tables"]["frequency"], b["tables"]["frequency"])
     torch.testing.assert_close(a["tables"]["loss"], b["tables"]["loss"], equal_nan=True)
     torch.testing.assert_close(a["tables"]["score"], b["tables"]["score"], equal_nan=True)

@@ -86,7 +86,7 @@ def test_initial_tables():
         assert getattr(state, name).shape == (7,)
         assert torch.isnan(getattr(state, name)).all()
     assert (state.ema_var == 0).all()
-    assert (state.frequency == 0).all() and state.frequency.dtype == torch.int64
+    assert (state.frequency == 0).all() and state.frequency.dtype == torch.int16  # narrowest exact dtype
     assert (state.last_epoch == -1).all()
     assert (state.weight == 1).all()
     assert not state.seen.any()

@@ -12,6 +12,9 @@ from ..schedule import floor_share
 
 Tables = dict[str, torch.Tensor]
 
+#: Every per-row table a `PruningState` can keep (see `emp_hf.tracker.TABLE_SPECS`).
+ALL_TABLES = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score", "weight", "frequency", "last_epoch"})
+
 
 @dataclass(frozen=True)
 class PruningOptions:
@@ -40,6 +43,10 @@ class PruningStrategy(ABC):
 
     Subclasses set `name`, implement `score` and `select`, and register themselves with
     `@register_strategy`. `select` must draw every random number from `generator`.
+
+    `select` and `score` receive the tables on the training device, in their stored dtypes (`frequency` and
+    `last_epoch` are int16 or int32), with `generator` on that device: create tensors on `score.device` and draw
+    with `torch.randperm(n, generator=generator, device=generator.device)`.
     """
 
     name: ClassVar[str]
@@ -49,6 +56,9 @@ class PruningStrategy(ABC):
     fixed_budget: ClassVar[bool] = True
     #: Nominal anneal fraction when the user leaves `pruning_anneal_fraction` unset.
     default_anneal_fraction: ClassVar[float] = 0.0
+    #: The per-row tables the strategy reads or records ("score": what it ranked by; "weight": its loss weights).
+    #: Only these are kept (at 4 bytes per row each), plus "frequency" and "last_epoch" (2 bytes each), always.
+    required_tables: ClassVar[frozenset[str]] = ALL_TABLES
 
     def __init__(self, options: PruningOptions) -> None:
         self.options = options
@@ -64,7 +74,7 @@ class PruningStrategy(ABC):
 
 def rank_descending(score: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Row indices by descending score, NaN (never observed) first, ties broken by `generator`."""
-    perm = torch.randperm(score.numel(), generator=generator)
+    perm = torch.randperm(score.numel(), generator=generator, device=generator.device)
     keyed = torch.nan_to_num(score[perm].double(), nan=float("inf"))
     return perm[torch.sort(keyed, descending=True, stable=True).indices]
 
@@ -79,7 +89,7 @@ def greedy_with_exploration(score: torch.Tensor, k: int, epsilon: float, generat
     num_greedy = k - round(epsilon * k)
     ranked = rank_descending(score, generator)
     rest = ranked[num_greedy:]
-    explore = rest[torch.randperm(rest.numel(), generator=generator)[: k - num_greedy]]
+    explore = rest[torch.randperm(rest.numel(), generator=generator, device=generator.device)[: k - num_greedy]]
     return torch.cat([ranked[:num_greedy], explore])
 
 
@@ -100,14 +110,15 @@ def soft_prune(
     """
     n = score.numel()
     seen = ~torch.isnan(score)
-    weight = torch.ones(n, dtype=torch.float32)
+    device = score.device
+    weight = torch.ones(n, dtype=torch.float32, device=device)
     if not bool(seen.any()):  # nothing observed yet: nothing to rank by
         if not num_prune:
-            return Selection(rows=torch.arange(n), weight=weight)
-        return Selection(rows=torch.randperm(n, generator=generator)[: n - num_prune], weight=weight)
+            return Selection(rows=torch.arange(n, device=device), weight=weight)
+        return Selection(rows=torch.randperm(n, generator=generator, device=device)[: n - num_prune], weight=weight)
     well_learned = seen & (score.double() < score[seen].double().mean())
     candidates = torch.nonzero(well_learned).flatten()
-    candidates = candidates[torch.randperm(candidates.numel(), generator=generator)]
+    candidates = candidates[torch.randperm(candidates.numel(), generator=generator, device=device)]
     size = candidates.numel()
     if num_prune is None:
         assert ratio is not None
@@ -119,12 +130,12 @@ def soft_prune(
         if extra > 0:  # the below-mean set is too small: also drop the lowest-scored other rows
             others = torch.nonzero(~well_learned).flatten()
             keyed = torch.nan_to_num(-score[others].double(), nan=float("-inf"))
-            perm = torch.randperm(others.numel(), generator=generator)
+            perm = torch.randperm(others.numel(), generator=generator, device=device)
             order = perm[torch.sort(keyed[perm], descending=True, stable=True).indices]
             pruned = torch.cat([pruned, others[order[:extra]]])
         r_eff = min(num_prune, size) / size if size else 0.0
         upweight = 1.0 / (1.0 - r_eff) if r_eff < 1.0 else 1.0
-    keep = torch.ones(n, dtype=torch.bool)
+    keep = torch.ones(n, dtype=torch.bool, device=device)
     keep[pruned] = False
     weight[well_learned & keep] = upweight
     return Selection(rows=torch.nonzero(keep).flatten(), weight=weight)

@@ -34,7 +34,7 @@ def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator, temper
 
     Rows never observed (NaN) come first; rows scored 0 only fill places no positive score can.
     """
-    uniform = torch.rand(score.numel(), generator=generator, dtype=torch.float64)
+    uniform = torch.rand(score.numel(), generator=generator, dtype=torch.float64, device=generator.device)
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-300, 1.0 - 1e-16)))
     keys = torch.log(score.double().clamp_min(0.0)) / temperature + gumbel
     keys = torch.where(torch.isnan(score), float("inf"), keys)
@@ -72,7 +72,7 @@ def spaced_selection(
     n = score.numel()
     k = min(k, n)
     slots = _coverage_slots(k, coverage_share)
-    perm = torch.randperm(n, generator=generator)
+    perm = torch.randperm(n, generator=generator, device=generator.device)
     oldest_first = perm[torch.sort(last_epoch[perm], stable=True).indices]
     due = oldest_first[:slots]
     rest = oldest_first[slots:]
@@ -87,6 +87,10 @@ class EnhanceMemoryPruning(PruningStrategy):
     @property
     def uses_weights(self) -> bool:  # type: ignore[override]
         return self.options.emp_selection == "soft"
+
+    @property
+    def required_tables(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({"loss", "entropy", "score"} | ({"weight"} if self.uses_weights else set()))
 
     def score(self, tables: Tables) -> torch.Tensor:
         return tables["loss"] + self.options.memory_weight * tables["entropy"]
@@ -105,7 +109,7 @@ class EnhanceMemoryPruning(PruningStrategy):
         if rule == "spaced":
             last_epoch = tables.get("last_epoch")
             if last_epoch is None:  # tables without visit history: every row is equally due
-                last_epoch = torch.zeros(score.numel(), dtype=torch.int64)
+                last_epoch = torch.zeros(score.numel(), dtype=torch.int64, device=score.device)
             rows = spaced_selection(
                 score,
                 last_epoch,

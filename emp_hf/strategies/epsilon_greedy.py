@@ -13,6 +13,7 @@ class EpsilonGreedy(PruningStrategy):
     """Score: EMA of the loss. Keeps the `K - round(epsilon * K)` highest, the rest uniformly at random."""
 
     name = "epsilon_greedy"
+    required_tables = frozenset({"loss", "entropy", "ema_mean", "score"})
 
     def score(self, tables: Tables) -> torch.Tensor:
         return tables["ema_mean"]

@@ -17,6 +17,7 @@ from .registry import register_strategy
 class InfoBatch(PruningStrategy):
     name = "infobatch"
     uses_weights = True
+    required_tables = frozenset({"loss", "entropy", "weight"})  # the score is the last loss
     default_anneal_fraction = 0.125
 
     @property

@@ -11,6 +11,7 @@ from .registry import register_strategy
 @register_strategy
 class NoPruning(PruningStrategy):
     name = "none"
+    required_tables = frozenset({"loss", "entropy"})
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        return Selection(rows=torch.arange(tables["loss"].numel()))
+        return Selection(rows=torch.arange(tables["frequency"].numel(), device=tables["frequency"].device))

@@ -13,6 +13,7 @@ class UpperConfidenceBound(PruningStrategy):
     """Score: `ema_mean + ucb_c * sqrt(ema_var)`. Keeps the `K` highest."""
 
     name = "ucb"
+    required_tables = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score"})
 
     def score(self, tables: Tables) -> torch.Tensor:
         return tables["ema_mean"] + self.options.ucb_c * tables["ema_var"].sqrt()

@@ -11,7 +11,8 @@ from .registry import register_strategy
 @register_strategy
 class UniformRandom(PruningStrategy):
     name = "random"
+    required_tables = frozenset({"loss", "entropy"})
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        n = tables["loss"].numel()
-        return Selection(rows=torch.randperm(n, generator=generator)[:num_keep])
+        n = tables["frequency"].numel()
+        return Selection(rows=torch.randperm(n, generator=generator, device=generator.device)[:num_keep])

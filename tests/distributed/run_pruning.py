@@ -198,11 +198,11 @@ def run_method(method: str, opts: argparse.Namespace, dataset: datasets.Dataset)
         "plans": [plan.tolist() for plan in ps.plans],
         "frequency": ps.frequency.tolist(),
         "last_epoch": ps.last_epoch.tolist(),
-        "loss": _floats(ps.loss),
-        "entropy": _floats(ps.entropy),
-        "ema_mean": _floats(ps.ema_mean),
-        "ema_var": _floats(ps.ema_var),
-        "weight": _floats(ps.weight),
+        # the tables the method keeps (its strategy's `required_tables`); null for the others
+        **{
+            name: _floats(getattr(ps, name)) if name in ps.tracked else None
+            for name in ("loss", "entropy", "ema_mean", "ema_var", "weight")
+        },
         "nonfinite_count": int(ps.nonfinite_count),
     }
     out.mkdir(parents=True, exist_ok=True)

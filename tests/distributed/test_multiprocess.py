@@ -165,6 +165,9 @@ def test_resume_mid_epoch_with_two_processes(runs, method):
         assert resumed[r]["frequency"] == full[r]["frequency"]
         assert resumed[r]["last_epoch"] == full[r]["last_epoch"]
         for name in ("loss", "entropy", "ema_mean", "ema_var", "weight"):
+            if full[r][name] is None:  # a table this method does not keep
+                assert resumed[r][name] is None, name
+                continue
             np.testing.assert_allclose(
                 table(resumed[r][name]), table(full[r][name]), rtol=1e-5, atol=1e-6, equal_nan=True
             )

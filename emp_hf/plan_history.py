@@ -1,0 +1,254 @@
+"""The plans of past epochs, stored compactly: a kept-row bitmap per epoch and the seed that regenerates its order.
+
+A plan decided by the planner is the set of kept rows (a bitmap of `ceil(N / 8)` bytes, or nothing when every
+row is kept) in the order of a keyed hash: row `i` goes where `mix64(i * golden + order_seed)` sorts, with
+`mix64` the SplitMix64 finaliser (a bijection of 64-bit integers, so no two rows tie). Integer multiplications,
+shifts and a sort of distinct keys give the same order on every device and torch version, so a plan decided on
+a GPU is read back on a CPU. Materialising an epoch's plan recomputes that order and checks its first rows
+against the ones recorded when it was decided (a guard against an edited history). Plans recorded with an
+order chosen elsewhere (`PlanHistory.append_rows`) are stored as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+import torch
+
+#: How many leading rows of each regenerated order are recorded to check the regeneration.
+CHECK_ROWS = 16
+_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+# SplitMix64 constants as signed 64-bit integers (torch has no uint64 arithmetic; int64 wraps the same way).
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+_MIX1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX2 = 0x94D049BB133111EB - 2**64
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor of length `N` as `ceil(N / 8)` uint8 bytes, little-endian bit order, on its device."""
+    n = mask.numel()
+    padded = torch.zeros(-(-n // 8) * 8, dtype=torch.uint8, device=mask.device)
+    padded[:n] = mask
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=mask.device)
+    return (padded.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(bits: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The inverse of `pack_mask`: a bool tensor of length `num_rows` on the device of `bits`."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits.unsqueeze(1) >> shifts) & 1).view(-1)[:num_rows].bool()
+
+
+def _available(device_type: str) -> torch.device:
+    """`device_type` if this process has one (the same order comes out anywhere), else the CPU."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def plan_dtype(num_rows: int) -> torch.dtype:
+    return torch.int32 if num_rows < 2**31 else torch.int64
+
+
+@dataclass
+class PlanEntry:
+    """One epoch's plan: `rows` (an explicit order), or `bitmap` (None: every row) shuffled by `order_seed`."""
+
+    size: int
+    bitmap: torch.Tensor | None = None
+    order_seed: int | None = None  # None: ascending row order
+    order_device: str = "cpu"  # the device type the plan was decided on (for the record: the order is portable)
+    head: tuple[int, ...] = ()  # the first rows of the order, to check a regeneration
+    rows: torch.Tensor | None = None
+
+    def stored_bytes(self) -> int:
+        tensor = self.rows if self.rows is not None else self.bitmap
+        return 0 if tensor is None else tensor.numel() * tensor.element_size()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "bitmap": None if self.bitmap is None else self.bitmap.cpu(),
+            "order_seed": self.order_seed,
+            "order_device": self.order_device,
+            "head": list(self.head),
+            "rows": None if self.rows is None else self.rows.cpu(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PlanEntry:
+        return cls(
+            size=int(d["size"]),
+            bitmap=d["bitmap"],
+            order_seed=d["order_seed"],
+            order_device=d["order_device"],
+            head=tuple(int(r) for r in d["head"]),
+            rows=d["rows"],
+        )
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch's `>>` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """The SplitMix64 finaliser on int64 tensors (two's-complement wrap-around): a bijection of 64-bit integers."""
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def draw_order(kept: torch.Tensor, order_seed: int | None) -> torch.Tensor:
+    """`kept` (row ids) in the order of their keys `mix64(row * golden + order_seed)`; as is if `order_seed` is None.
+
+    The keys are distinct (a bijection of distinct rows), so the order is the same on every device.
+    """
+    if order_seed is None:
+        return kept
+    seed = (order_seed + 2**63) % 2**64 - 2**63  # as a signed 64-bit integer
+    keys = mix64(kept.long() * _GOLDEN + seed)
+    return kept[torch.sort(keys).indices]
+
+
+class PlanHistory(Sequence[torch.Tensor]):
+    """Per-epoch plans, read like the list of row tensors it replaces (`history[e]` is epoch e's ordered rows).
+
+    Stores `ceil(N / 8)` bytes per pruned epoch and nothing for an epoch that keeps every row; the two most
+    recently read plans are cached on the CPU.
+    """
+
+    def __init__(self, num_rows: int) -> None:
+        self.num_rows = num_rows
+        self.entries: list[PlanEntry] = []
+        self._cache: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ recording
+    def append_selection(
+        self, kept: torch.Tensor | None, order_seed: int | None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Record the next epoch: the rows of `kept` (unique row ids; None: every row), ordered on `device` by the
+        keyed hash of `order_seed` (None: ascending). Returns that order (on the CPU)."""
+        device = torch.device(device)
+        n = self.num_rows
+        if kept is None:
+            bitmap, ascending = None, torch.arange(n, device=device)
+        else:
+            mask = torch.zeros(n, dtype=torch.bool, device=device)
+            mask[kept.to(device)] = True
+            ascending = torch.nonzero(mask).flatten()
+            bitmap = None if ascending.numel() == n else pack_mask(mask)
+        order = draw_order(ascending, order_seed).to("cpu", plan_dtype(n))
+        entry = PlanEntry(
+            size=order.numel(),
+            bitmap=None if bitmap is None else bitmap.cpu(),
+            order_seed=order_seed,
+            order_device=device.type,
+            head=tuple(order[:CHECK_ROWS].tolist()),
+        )
+        self._append(entry, order)
+        return order
+
+    def append_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Record the next epoch as an explicit ordered list of rows (kept as it is: 4 bytes per row)."""
+        order = rows.to("cpu", plan_dtype(self.num_rows))
+        self._append(PlanEntry(size=order.numel(), rows=order), order)
+        return order
+
+    def _append(self, entry: PlanEntry, order: torch.Tensor) -> None:
+        self.entries.append(entry)
+        self._remember(len(self.entries) - 1, order)
+
+    def _remember(self, epoch: int, order: torch.Tensor) -> torch.Tensor:
+        """Cache `order` as epoch `epoch`'s plan, keeping the two most recently read."""
+        self._cache.pop(epoch, None)
+        self._cache[epoch] = order
+        while len(self._cache) > 2:
+            del self._cache[next(iter(self._cache))]
+        return order
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @overload
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[torch.Tensor]: ...
+
+    def __getitem__(self, index: int | slice) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        epoch = index + len(self) if index < 0 else index
+        if not 0 <= epoch < len(self):
+            raise IndexError(f"epoch {index} has no plan ({len(self)} epochs are planned)")
+        cached = self._cache.get(epoch)
+        return self._remember(epoch, self._materialise(epoch) if cached is None else cached)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[e] for e in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlanHistory | list | tuple):
+            if len(self) != len(other):
+                return False
+            return all(torch.equal(a.long(), b.long()) for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlanHistory(num_rows={self.num_rows}, sizes={self.sizes})"
+
+    @property
+    def sizes(self) -> list[int]:
+        return [e.size for e in self.entries]
+
+    def kept(self, epoch: int) -> torch.Tensor:
+        """Bool mask `[N]`: whether each row is in the plan of `epoch` (no order is drawn)."""
+        entry = self.entries[epoch]
+        if entry.rows is not None:
+            mask = torch.zeros(self.num_rows, dtype=torch.bool)
+            mask[entry.rows.long()] = True
+            return mask
+        if entry.bitmap is None:
+            return torch.ones(self.num_rows, dtype=torch.bool)
+        return unpack_mask(entry.bitmap, self.num_rows)
+
+    def stored_bytes(self) -> int:
+        return sum(e.stored_bytes() for e in self.entries)
+
+    def _materialise(self, epoch: int) -> torch.Tensor:
+        entry = self.entries[epoch]
+        if entry.rows is not None:
+            return entry.rows
+        device = _available(entry.order_device)  # where it was decided if this process has it: a GPU sorts fast
+        if entry.bitmap is None:
+            ascending = torch.arange(self.num_rows, device=device)
+        else:
+            ascending = torch.nonzero(unpack_mask(entry.bitmap.to(device), self.num_rows)).flatten()
+        order = draw_order(ascending, entry.order_seed).to("cpu", plan_dtype(self.num_rows))
+        if order.numel() != entry.size or tuple(order[:CHECK_ROWS].tolist()) != entry.head:
+            raise RuntimeError(
+                f"The plan of epoch {epoch} cannot be regenerated: its bitmap and order seed give other rows than "
+                "the ones recorded when it was decided. The pruning state was edited or corrupted; resume from "
+                "another checkpoint."
+            )
+        return order
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.entries]
+
+    def load_state_dict(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = [PlanEntry.from_dict(d) for d in entries]
+        self._cache = {}
+
+    def load_rows(self, plans: list[torch.Tensor]) -> None:
+        """Replace the history by explicit ordered plans (format_version 1 checkpoints)."""
+        self.entries, self._cache = [], {}
+        for plan in plans:
+            self.append_rows(plan)
