@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_args, make_bert
+from helpers import make_args, make_bert
 from transformers import TrainerCallback
 
 from emp_hf import EMPTrainer
