@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict, load_dataset
+from offline_data import load_fashion_mnist
 from recipe_utils import (
     cpu_processes_without_accelerator,
     full_data_steps,
@@ -57,7 +58,7 @@ from torch import nn
 from transformers import ViTConfig, ViTModel, set_seed
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.contrastive import SimCLRModel, contrastive_per_example_loss
+from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 OFFLINE_HINT = (
@@ -167,8 +168,54 @@ class ModelArguments:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Encoders
+# Model: an encoder, a projection head, NT-Xent over two views
 # ----------------------------------------------------------------------------------------------------------
+
+
+class SimCLRModel(nn.Module):
+    """SimCLR around any image encoder: encoder → MLP projection head → NT-Xent over two views.
+
+    Args:
+        encoder: maps images `[N, C, H, W]` to features `[N, feature_dim]`.
+        feature_dim: size of the encoder's features.
+        projection_dim: size of `z`.
+        hidden_dim: hidden size of the projection head (default `feature_dim`).
+        temperature: τ of NT-Xent.
+
+    `forward(pixel_values)` takes `[B, 2, C, H, W]` (the two views of each example) and returns a
+    `ContrastiveOutput`; `encode(images)` gives the encoder's features (what a linear probe reads).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        projection_dim: int = 64,
+        hidden_dim: int | None = None,
+        temperature: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        hidden_dim = hidden_dim or feature_dim
+        self.encoder = encoder
+        self.projection = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, projection_dim)
+        )
+        self.temperature = temperature
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder features of a batch of images `[N, C, H, W]`."""
+        return self.encoder(images)
+
+    def forward(self, pixel_values: torch.Tensor) -> ContrastiveOutput:
+        if pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
+            raise ValueError(f"pixel_values must be [batch, 2 views, C, H, W], got {tuple(pixel_values.shape)}")
+        batch = pixel_values.shape[0]
+        views = torch.cat([pixel_values[:, 0], pixel_values[:, 1]])  # one encoder pass over the 2B views
+        z = self.projection(self.encoder(views))
+        z1, z2 = z[:batch], z[batch:]
+        return ContrastiveOutput(loss=nt_xent_loss(z1, z2, self.temperature), z1=z1, z2=z2)
 
 
 class SmallCNN(nn.Module):
@@ -301,8 +348,6 @@ class TwoViews:
 def load_raw_datasets(data_args: DataArguments) -> tuple[DatasetDict, str, str]:
     """`DatasetDict` with `train` and `test`, its image column and its label column."""
     if data_args.dataset_name == OFFLINE_DATASET:
-        from emp_hf.offline_data import load_fashion_mnist
-
         data = load_fashion_mnist(
             data_args.data_dir,
             image_size=max(data_args.image_size, 28),

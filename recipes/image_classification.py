@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict
+from offline_data import load_fashion_mnist
 from recipe_utils import (
     cpu_processes_without_accelerator,
     full_data_steps,
@@ -290,8 +291,6 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArgu
 def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> DatasetDict:
     """`train` and `eval` splits."""
     if data_args.dataset_name == OFFLINE_DATASET:
-        from emp_hf.offline_data import load_fashion_mnist
-
         data = load_fashion_mnist(
             data_args.data_dir,
             image_size=32,

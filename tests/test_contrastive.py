@@ -16,18 +16,17 @@ import pytest
 import torch
 from helpers import make_args
 from launching import accelerate_launch_cmd, run_processes
+from offline_data import fashion_mnist_available
 from torch import nn
 
 from emp_hf import EMPTrainer
 from emp_hf.contrastive import (
     ContrastiveOutput,
-    SimCLRModel,
     contrastive_per_example_loss,
     max_entropy,
     nt_xent_loss,
     nt_xent_stats,
 )
-from emp_hf.offline_data import fashion_mnist_available
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "contrastive.py"
@@ -35,8 +34,6 @@ needs_fashion = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashio
 
 
 def _load_recipe():
-    if str(RECIPE.parent) not in sys.path:
-        sys.path.insert(0, str(RECIPE.parent))  # as when run as a script: the recipe imports its sibling recipe_utils
     spec = importlib.util.spec_from_file_location("recipes_contrastive", RECIPE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -163,10 +160,10 @@ def test_per_example_loss_func_reads_dicts_and_model_outputs():
 ROWS, SIDE = 48, 8
 
 
-def tiny_model(seed: int = 0) -> SimCLRModel:
+def tiny_model(seed: int = 0) -> recipe.SimCLRModel:
     torch.manual_seed(seed)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIDE * SIDE, 16), nn.ReLU())
-    return SimCLRModel(encoder, feature_dim=16, projection_dim=8, temperature=0.5)
+    return recipe.SimCLRModel(encoder, feature_dim=16, projection_dim=8, temperature=0.5)
 
 
 def noisy_views(batch: dict[str, list]) -> dict[str, torch.Tensor]:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 from launching import accelerate_launch_cmd, run_processes
+from offline_data import fashion_mnist_available, sentiment_available
 
-from emp_hf.offline_data import fashion_mnist_available, sentiment_available
 from emp_hf.schedule import StepCounter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,6 @@ needs_fashion = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashio
 
 
 def _load(name: str):
-    if str(RECIPES) not in sys.path:
-        sys.path.insert(0, str(RECIPES))  # as when run as a script: the recipes import their sibling recipe_utils
     spec = importlib.util.spec_from_file_location(f"recipes_{name}", RECIPES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
