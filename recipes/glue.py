@@ -32,6 +32,7 @@ from datasets import DatasetDict
 from offline_data import load_sentiment_sentences, minilm_path
 from recipe_utils import (
     cpu_processes_without_accelerator,
+    from_hub,
     full_data_steps,
     load_hub_dataset,
     log_process,
@@ -40,7 +41,6 @@ from recipe_utils import (
     setup_logging,
     train_and_save,
 )
-from recipe_utils import from_hub as from_hub_or_hint
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -173,16 +173,6 @@ class ModelArguments:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Hub access: fail fast without network
-# ----------------------------------------------------------------------------------------------------------
-
-
-def from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name)`, naming the offline task when a Hub model cannot be reached."""
-    return from_hub_or_hint(loader, name, offline_hint=OFFLINE_HINT, **kwargs)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------
 
@@ -243,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         revision=model_args.model_revision,
         token=model_args.token,
         trust_remote_code=model_args.trust_remote_code,
+        offline_hint=OFFLINE_HINT,
     )
     config = from_hub(
         AutoConfig,

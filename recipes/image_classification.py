@@ -43,16 +43,18 @@ import transformers
 from datasets import DatasetDict
 from offline_data import load_fashion_mnist
 from recipe_utils import (
+    DATASET_ALIASES,
     cpu_processes_without_accelerator,
+    from_hub,
     full_data_steps,
     load_hub_dataset,
+    load_images,
     log_process,
     parse_recipe_args,
     report,
     setup_logging,
     train_and_save,
 )
-from recipe_utils import from_hub as from_hub_or_hint
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -66,7 +68,6 @@ from transformers import (
 from emp_hf import EMPConfig, EMPTrainer
 
 OFFLINE_DATASET = "fashion_mnist_offline"
-DATASET_ALIASES = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 OFFLINE_HINT = (
     f"Without network, train on the offline dataset instead: `--dataset_name {OFFLINE_DATASET} "
@@ -225,35 +226,8 @@ class ImageTransform:
         self.flip = flip
         self.input_normalization = input_normalization
 
-    def to_unit_range(self, images: list[Any]) -> torch.Tensor:
-        """A batch of images as float32 (B, 3, H, W) in [0, 1], resized to `size`."""
-        if hasattr(images[0], "convert"):  # PIL
-            arrays = [np.array(image.convert("RGB"), dtype=np.uint8) for image in images]
-            resized = [self._resize(torch.from_numpy(a).permute(2, 0, 1).float().div_(255)) for a in arrays]
-            return torch.stack(resized)
-        batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        if batch.ndim == 3:  # (B, H, W) grey
-            batch = batch.unsqueeze(1)
-        if batch.shape[1] not in (1, 3) and batch.shape[-1] in (1, 3):  # channels last
-            batch = batch.permute(0, 3, 1, 2)
-        if self.input_normalization is not None:
-            mean, std = self.input_normalization
-            batch = batch * std + mean
-        if batch.shape[1] == 1:
-            batch = batch.expand(-1, 3, -1, -1)
-        return self._resize(batch)
-
-    def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        if tuple(images.shape[-2:]) == self.size:
-            return images.contiguous()
-        single = images.ndim == 3
-        out = F.interpolate(
-            images[None] if single else images, size=self.size, mode="bilinear", align_corners=False, antialias=True
-        )
-        return out[0] if single else out
-
     def __call__(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
-        images = self.to_unit_range(batch[self.image_column])
+        images = load_images(batch[self.image_column], self.size, self.input_normalization)
         if self.train:
             images = random_crop(images, self.crop_padding)
             if self.flip:
@@ -267,16 +241,6 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
         "labels": torch.as_tensor([int(e["labels"]) for e in examples], dtype=torch.long),
     }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Hub access: fail fast without network
-# ----------------------------------------------------------------------------------------------------------
-
-
-def from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name)`, naming the offline dataset when a Hub model cannot be reached."""
-    return from_hub_or_hint(loader, name, offline_hint=OFFLINE_HINT, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -397,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             revision=model_args.model_revision,
             token=model_args.token,
             trust_remote_code=model_args.trust_remote_code,
+            offline_hint=OFFLINE_HINT,
         )
         config = from_hub(
             AutoConfig,

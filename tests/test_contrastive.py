@@ -305,8 +305,7 @@ def test_recipe_on_a_hub_style_dataset_of_pil_images(tmp_path, one_thread, monke
         return datasets.Dataset.from_dict({"img": images, "label": [i % 2 for i in range(n)]}, features=features)
 
     local = datasets.DatasetDict({"train": split(64), "test": split(32)})
-    monkeypatch.setattr(recipe, "hub_offline", lambda: False)
-    monkeypatch.setattr(recipe, "load_dataset", lambda *args, **kwargs: local)
+    monkeypatch.setattr(sys.modules["recipe_utils"], "load_dataset", lambda *args, **kwargs: local)
     args = ["--dataset_name", "cifar10", "--image_size", "16", "--max_train_samples", "48", "--num_train_epochs", "2"]
     args += ["--per_device_train_batch_size", "16", "--cnn_width", "4", "--disable_tqdm", "true", "--use_cpu", "true"]
     args += ["--pruning_method", "random", "--prune_ratio", "0.5", "--encoder", "vit", "--vit_hidden_size", "16"]
