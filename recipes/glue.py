@@ -31,6 +31,7 @@ import numpy as np
 from datasets import DatasetDict
 from offline_data import load_sentiment_sentences, minilm_path
 from recipe_utils import (
+    HubModelArguments,
     cpu_processes_without_accelerator,
     from_hub,
     full_data_steps,
@@ -127,7 +128,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubModelArguments):
     """Which model, config and tokenizer to fine-tune from."""
 
     model_name_or_path: str | None = field(
@@ -139,13 +140,6 @@ class ModelArguments:
     )
     config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store downloaded models."})
-    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False, metadata={"help": "Load a checkpoint whose classifier head has another size."}
-    )
     train_from_scratch: bool = field(
         default=False,
         metadata={"help": "Randomly initialise the model from its config instead of loading the weights."},
@@ -228,13 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_labels = len(label_list)
 
     # Model and tokenizer
-    hub_kwargs = dict(
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-        offline_hint=OFFLINE_HINT,
-    )
+    hub_kwargs = model_args.hub_kwargs(OFFLINE_HINT)
     config = from_hub(
         AutoConfig,
         model_args.config_name or model_args.model_name_or_path,

@@ -44,6 +44,7 @@ from datasets import DatasetDict
 from offline_data import load_fashion_mnist
 from recipe_utils import (
     DATASET_ALIASES,
+    HubModelArguments,
     cpu_processes_without_accelerator,
     from_hub,
     full_data_steps,
@@ -130,7 +131,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubModelArguments):
     """A pretrained checkpoint to fine-tune, or the size of a ViT trained from scratch."""
 
     model_name_or_path: str | None = field(
@@ -139,13 +140,6 @@ class ModelArguments:
     )
     image_processor_name: str | None = field(
         default=None, metadata={"help": "Image processor name or path, if not the model's."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store downloaded models."})
-    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False, metadata={"help": "Load a checkpoint whose classifier head has another size."}
     )
     vit_from_scratch: bool = field(
         default=False, metadata={"help": "Train a randomly initialised ViT of the size given by the vit_* flags."}
@@ -356,13 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{model_args.vit_num_heads} heads, patch {model_args.vit_patch_size}, {side}x{side})"
         )
     else:
-        hub_kwargs = dict(
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            token=model_args.token,
-            trust_remote_code=model_args.trust_remote_code,
-            offline_hint=OFFLINE_HINT,
-        )
+        hub_kwargs = model_args.hub_kwargs(OFFLINE_HINT)
         config = from_hub(
             AutoConfig,
             model_args.model_name_or_path,

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,29 @@ def setup_logging(
     if transformers_explicit_format:
         transformers.utils.logging.enable_default_handler()
         transformers.utils.logging.enable_explicit_format()
+
+
+@dataclass
+class HubModelArguments:
+    """The model arguments every recipe that loads from the Hub shares (a recipe's `ModelArguments` adds its own)."""
+
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to store downloaded models."})
+    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Load a checkpoint whose classifier head has another size."}
+    )
+
+    def hub_kwargs(self, offline_hint: str) -> dict[str, Any]:
+        """The keyword arguments of `from_hub` for the config, tokenizer or processor and model of this checkpoint."""
+        return dict(
+            cache_dir=self.cache_dir,
+            revision=self.model_revision,
+            token=self.token,
+            trust_remote_code=self.trust_remote_code,
+            offline_hint=offline_hint,
+        )
 
 
 def log_process(training_args: EMPConfig, recipe_logger: logging.Logger) -> None:
