@@ -1,9 +1,10 @@
 """EMP for contrastive self-supervised pre-training (NT-Xent / InfoNCE, SimCLR-style).
 
-METHOD.md §3.7 **[choice]**: for the `2B` views of a batch of `B` examples (two augmented views each), anchor
-`a` has the similarity softmax `q_a(j) = softmax_j(cos(z_a, z_j) / τ)` over the other `2B − 1` views. Its
-NT-Xent loss is `−log q_a(positive)` and its memory term the entropy `H(q_a)`; an example's observation
-`(ℓ_i, H_i)` is the mean over its two views. `nt_xent_loss` (the batch mean of `ℓ_i`) is what is trained.
+The memory term of docs/contrastive.md ("The memory term for contrastive learning"): for the `2B` views of a
+batch of `B` examples (two augmented views each), anchor `a` has the similarity softmax
+`q_a(j) = softmax_j(cos(z_a, z_j) / τ)` over the other `2B − 1` views. Its NT-Xent loss is `−log q_a(positive)`
+and its memory term the entropy `H(q_a)`; an example's observation `(ℓ_i, H_i)` is the mean over its two views.
+`nt_xent_loss` (the batch mean of `ℓ_i`) is what is trained.
 
 Models plug into `EMPTrainer` through `per_example_loss_func=contrastive_per_example_loss(temperature)`; their
 forward must return a mapping (a dict or a `ModelOutput` such as `ContrastiveOutput`) with
@@ -56,7 +57,7 @@ def _view_stats(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple
 
 
 def nt_xent_stats(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example NT-Xent loss and similarity-softmax entropy (METHOD.md §3.7).
+    """Per-example NT-Xent loss and similarity-softmax entropy (docs/contrastive.md).
 
     Args:
         z1: projections of the first views, `[B, D]`.

@@ -15,7 +15,7 @@ flag, and a single `.json` argument is read as the whole configuration.
 Each training example becomes two augmented views (random resized crop or padded crop, horizontal flip,
 brightness and contrast jitter; in torch, in a `datasets` `with_transform`); the model encodes both, projects
 them and returns `{"loss", "z1", "z2"}` with the NT-Xent loss. `EMPTrainer` gets its per-example loss and memory
-term (the entropy of each anchor's similarity softmax, METHOD.md §3.7) from
+term (the entropy of each anchor's similarity softmax, docs/contrastive.md) from
 `emp_hf.contrastive.contrastive_per_example_loss`. Afterwards the encoder is frozen, features of the train and test
 images (no augmentation) are extracted and a logistic regression is fitted on them: its test accuracy is the
 probe accuracy. The script prints and saves (`all_results.json`) the probe accuracy, the realised saving, the

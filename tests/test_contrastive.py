@@ -1,4 +1,4 @@
-"""Contrastive EMP (METHOD.md §3.7): NT-Xent statistics against a numpy reference, EMPTrainer with a two-view
+"""Contrastive EMP (docs/contrastive.md): NT-Xent statistics against a numpy reference, EMPTrainer with a two-view
 model for every method, the recipe's augmentation, and the recipe offline end to end (and under 2 processes)."""
 
 from __future__ import annotations
