@@ -10,7 +10,7 @@ setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(PYTHON) -m emp_hf.demo
+	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q $(FAST_LANE)

@@ -41,6 +41,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the offline data: recipes/offline_data.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -189,15 +190,14 @@ class Task:
         self.collator = None
         self.processing_class = None
         if args.task == "fashion":
-            from emp_hf.offline_data import load_fashion_mnist
+            from offline_data import load_fashion_mnist
 
             data = load_fashion_mnist(image_size=32, max_train=args.max_train, max_test=args.max_test)
             self.train = data["train"].rename_column("label", "labels").with_format("torch")
             self.test = data["test"].rename_column("label", "labels").with_format("torch")
         else:
+            from offline_data import load_sentiment_sentences
             from transformers import AutoTokenizer, DataCollatorWithPadding
-
-            from emp_hf.offline_data import load_sentiment_sentences
 
             data = load_sentiment_sentences()
             train, test = data["train"], data["test"]

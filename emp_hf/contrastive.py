@@ -1,9 +1,10 @@
 """EMP for contrastive self-supervised pre-training (NT-Xent / InfoNCE, SimCLR-style).
 
-METHOD.md §3.7 **[choice]**: for the `2B` views of a batch of `B` examples (two augmented views each), anchor
-`a` has the similarity softmax `q_a(j) = softmax_j(cos(z_a, z_j) / τ)` over the other `2B − 1` views. Its
-NT-Xent loss is `−log q_a(positive)` and its memory term the entropy `H(q_a)`; an example's observation
-`(ℓ_i, H_i)` is the mean over its two views. `nt_xent_loss` (the batch mean of `ℓ_i`) is what is trained.
+The memory term of docs/contrastive.md ("The memory term for contrastive learning"): for the `2B` views of a
+batch of `B` examples (two augmented views each), anchor `a` has the similarity softmax
+`q_a(j) = softmax_j(cos(z_a, z_j) / τ)` over the other `2B − 1` views. Its NT-Xent loss is `−log q_a(positive)`
+and its memory term the entropy `H(q_a)`; an example's observation `(ℓ_i, H_i)` is the mean over its two views.
+`nt_xent_loss` (the batch mean of `ℓ_i`) is what is trained.
 
 Models plug into `EMPTrainer` through `per_example_loss_func=contrastive_per_example_loss(temperature)`; their
 forward must return a mapping (a dict or a `ModelOutput` such as `ContrastiveOutput`) with
@@ -24,12 +25,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers.utils import ModelOutput
 
 __all__ = [
     "ContrastiveOutput",
-    "SimCLRModel",
     "contrastive_per_example_loss",
     "max_entropy",
     "nt_xent_loss",
@@ -58,7 +57,7 @@ def _view_stats(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple
 
 
 def nt_xent_stats(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example NT-Xent loss and similarity-softmax entropy (METHOD.md §3.7).
+    """Per-example NT-Xent loss and similarity-softmax entropy (docs/contrastive.md).
 
     Args:
         z1: projections of the first views, `[B, D]`.
@@ -119,52 +118,6 @@ class ContrastiveOutput(ModelOutput):
     loss: torch.Tensor | None = None
     z1: torch.Tensor | None = None
     z2: torch.Tensor | None = None
-
-
-class SimCLRModel(nn.Module):
-    """SimCLR around any image encoder: encoder → MLP projection head → NT-Xent over two views.
-
-    Args:
-        encoder: maps images `[N, C, H, W]` to features `[N, feature_dim]`.
-        feature_dim: size of the encoder's features.
-        projection_dim: size of `z`.
-        hidden_dim: hidden size of the projection head (default `feature_dim`).
-        temperature: τ of NT-Xent.
-
-    `forward(pixel_values)` takes `[B, 2, C, H, W]` (the two views of each example) and returns a
-    `ContrastiveOutput`; `encode(images)` gives the encoder's features (what a linear probe reads).
-    """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        projection_dim: int = 64,
-        hidden_dim: int | None = None,
-        temperature: float = 0.5,
-    ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        hidden_dim = hidden_dim or feature_dim
-        self.encoder = encoder
-        self.projection = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, projection_dim)
-        )
-        self.temperature = temperature
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Encoder features of a batch of images `[N, C, H, W]`."""
-        return self.encoder(images)
-
-    def forward(self, pixel_values: torch.Tensor) -> ContrastiveOutput:
-        if pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
-            raise ValueError(f"pixel_values must be [batch, 2 views, C, H, W], got {tuple(pixel_values.shape)}")
-        batch = pixel_values.shape[0]
-        views = torch.cat([pixel_values[:, 0], pixel_values[:, 1]])  # one encoder pass over the 2B views
-        z = self.projection(self.encoder(views))
-        z1, z2 = z[:batch], z[batch:]
-        return ContrastiveOutput(loss=nt_xent_loss(z1, z2, self.temperature), z1=z1, z2=z2)
 
 
 def max_entropy(batch_size: int) -> float:

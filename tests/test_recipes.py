@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 from launching import accelerate_launch_cmd, run_processes
+from offline_data import fashion_mnist_available, sentiment_available
 
-from emp_hf.offline_data import fashion_mnist_available, sentiment_available
 from emp_hf.schedule import StepCounter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,6 @@ needs_fashion = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashio
 
 
 def _load(name: str):
-    if str(RECIPES) not in sys.path:
-        sys.path.insert(0, str(RECIPES))  # as when run as a script: the recipes import their sibling recipe_utils
     spec = importlib.util.spec_from_file_location(f"recipes_{name}", RECIPES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -169,7 +167,8 @@ def test_hub_dataset_offline_fails_fast(tmp_path, offline, recipe, args, hint):
 
 
 def test_unreachable_hub_fails_fast_without_offline_variable(tmp_path, monkeypatch):
-    """HF_HUB_OFFLINE unset and no network: one quick probe, then offline mode (no 23 s of retries)."""
+    """HF_HUB_OFFLINE unset and no network: one quick probe fails at once (no 23 s of retries); the variable is
+    the user's, read but never set."""
     import datasets
     from huggingface_hub import constants
 
@@ -180,12 +179,14 @@ def test_unreachable_hub_fails_fast_without_offline_variable(tmp_path, monkeypat
     with pytest.raises(ConnectionError, match="sentiment_offline"):
         glue.main(["--task_name", "rte", "--model_name_or_path", "bert-base-uncased", "--output_dir", str(tmp_path)])
     assert time.perf_counter() - start < 5
-    assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
+    assert not constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE
 
 
 def test_hub_model_offline_names_the_offline_task(tmp_path, offline):
     with pytest.raises(OSError, match="--task_name sentiment_offline"):
-        glue.from_hub(glue.AutoConfig, "some-user/some-model-that-is-not-cached")
+        recipe_utils.from_hub(
+            glue.AutoConfig, "some-user/some-model-that-is-not-cached", offline_hint=glue.OFFLINE_HINT
+        )
 
 
 def test_bad_arguments_fail_clearly(tmp_path):

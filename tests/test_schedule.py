@@ -1,8 +1,8 @@
 """`EpochSchedule`, `StepCounter`, `retarget_lr_scheduler`, `EpochPlanner` and `PruningSampler`.
 
-Phases and budgets are checked against values worked out by hand from METHOD.md §1 and §4; batch counts
-against the real length of a `torch` DataLoader (one process) and of Accelerate's `BatchSamplerShard` with
-`even_batches=True` (several processes).
+Phases and budgets are checked against values worked out by hand from docs/methods.md (the schedule table and
+the step budget); batch counts against the real length of a `torch` DataLoader (one process) and of Accelerate's
+`BatchSamplerShard` with `even_batches=True` (several processes).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from transformers import HfArgumentParser
 
 trl = pytest.importorskip("trl")
 
-from emp_hf.offline_data import sentiment_available  # noqa: E402
+from offline_data import sentiment_available  # noqa: E402
+
 from emp_hf.schedule import StepCounter  # noqa: E402
 from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer, causal_lm_stats  # noqa: E402
 
@@ -191,13 +192,12 @@ def test_sft_prunes_with_the_promised_steps(tmp_path, sft_data, method, one_thre
 
 @pytest.fixture
 def sft_recipe():
-    """`recipes/sft.py` as a module (its directory on the path, as when run as a script)."""
+    """`recipes/sft.py` as a module (its siblings import through pytest's `pythonpath`, as when run as a script)."""
     import importlib.util
     import sys
     from pathlib import Path
 
     recipes = Path(__file__).resolve().parents[1] / "recipes"
-    sys.path.insert(0, str(recipes))
     spec = importlib.util.spec_from_file_location("recipes_sft", recipes / "sft.py")
     recipe = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = recipe
@@ -205,7 +205,6 @@ def sft_recipe():
         spec.loader.exec_module(recipe)
         yield recipe
     finally:
-        sys.path.remove(str(recipes))
         sys.modules.pop("recipes_sft", None)
 
 

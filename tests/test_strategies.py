@@ -1,4 +1,4 @@
-"""Every strategy against references computed independently with numpy or by hand (METHOD.md §3).
+"""Every strategy against references computed independently with numpy or by hand (docs/methods.md).
 
 Expected scores, top sets, below-mean sets, prune counts, weights and inclusion probabilities are computed
 here from the raw tables in float64; the code under test is only asked to score and select.
@@ -486,7 +486,7 @@ def test_infobatch_unobserved_rows_do_not_enter_the_mean():
 
 
 def test_infobatch_nothing_pruned_before_first_observation():
-    # METHOD.md §3.4. (With infobatch_match_budget the spec is ambiguous here: "K whenever |W| allows"
+    # docs/methods.md, `infobatch`. (With infobatch_match_budget the spec is ambiguous here: "K whenever |W| allows"
     # versus fixed_budget=True; see test_emp_soft_budget_holds_before_first_observation.)
     tables = tables_from([float("nan")] * 9)
     sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(tables, 5, gen(0))

