@@ -37,6 +37,7 @@ class EpochPlanner:
             raise RuntimeError(f"Cannot plan epoch {epoch} before epoch {len(plans)}.")
         generator = epoch_generator(self.seed, epoch)
         tables = self.state.cpu_tables()
+        self.strategy.set_epoch(epoch, self.schedule)
         self.state.set_scores(self.strategy.score(tables))
         if self.schedule.phase(epoch) == "pruned":
             selection = self.strategy.select(tables, self.schedule.num_keep, generator)
@@ -50,6 +51,7 @@ class EpochPlanner:
     def record_full_epoch(self, epoch: int) -> None:
         """Record an epoch that trains on every row in an order chosen elsewhere (`pruning_method='none'`)."""
         if epoch == len(self.state.plans):
+            self.strategy.set_epoch(epoch, self.schedule)
             self.state.set_scores(self.strategy.score(self.state.cpu_tables()))
             self.state.record_plan(epoch, torch.arange(self.state.num_rows))
 
