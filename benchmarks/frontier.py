@@ -1,10 +1,10 @@
 """The accuracy-saving frontier: every method against the budget-matched baselines, paired by seed.
 
     # CPU, the runs of docs/benchmarks.md#frontier (two processes at most, `nice -n 10`, one thread each):
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task fashion --arch resnet --max-train 2000 \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task fashion --arch resnet --max-train 1000 \\
         --max-test 2000 --epochs 30 --batch-size 64 --lr 2e-3 --threads 1 --seeds 5
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task sentiment --max-train 500 --max-test 500 \\
-        --epochs 4 --batch-size 32 --seq-len 48 --threads 1 --seeds 5
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task sentiment --max-train 320 --max-test 500 \\
+        --epochs 3 --batch-size 32 --lr 2e-4 --seq-len 48 --freeze-layers 4 --threads 1 --seeds 5
     python benchmarks/frontier.py --task fashion ... --summary-only --plot   # same flags: tables and plots only
 
 Methods (`--methods`): those of `benchmarks/quality.py` plus `seta`, `emp_window`, `ucb_visits` and the
@@ -61,23 +61,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--arch", choices=["vit", "resnet"], default="vit", help="fashion: the image model")
     extra.add_argument("--plateau-share", type=float, default=0.2, help="share of the final epochs checked")
+    extra.add_argument(
+        "--freeze-layers", type=int, default=0, help="sentiment: freeze the embeddings and this many lower layers"
+    )
     own, rest = extra.parse_known_args(argv)
     if "--pruning-warmup-epochs" not in rest:
         rest += ["--pruning-warmup-epochs", "0"]
     if "--methods" not in rest:
         rest += ["--methods", ",".join(DEFAULT_METHODS)]
     args = quality.parse_args(rest)
-    args.arch, args.plateau_share = own.arch, own.plateau_share
+    args.arch, args.plateau_share, args.freeze_layers = own.arch, own.plateau_share, own.freeze_layers
     if "--out" not in rest:
         args.out = str(quality.REPO / "benchmarks" / "results" / f"frontier_{args.task}")
     return args
 
 
 class Task(quality.Task):
-    """`quality.Task` plus a small from-scratch `ResNet` (transformers' `ResNetConfig`) for Fashion-MNIST."""
+    """`quality.Task` plus a small from-scratch `ResNet` (transformers' `ResNetConfig`) for Fashion-MNIST, and
+    MiniLM with its lower layers frozen (`--freeze-layers`: a cheaper fine-tune of the top layers)."""
 
     def model(self, seed: int) -> torch.nn.Module:
-        if self.args.task != "fashion" or self.args.arch != "resnet":
+        if self.args.task == "sentiment":
+            model = super().model(seed)
+            if self.args.freeze_layers:
+                frozen = [model.bert.embeddings, *model.bert.encoder.layer[: self.args.freeze_layers]]
+                for module in frozen:
+                    module.requires_grad_(False)
+            return model
+        if self.args.arch != "resnet":
             return super().model(seed)
         from transformers import ResNetConfig, ResNetForImageClassification
 
@@ -109,7 +120,7 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
     full_steps = args.epochs * math.ceil(len(task.train) / args.batch_size)
     if baseline:
         fields["max_steps"] = pruned_steps(args, len(task.train), ratio)
-    curve = not pruned and not baseline  # full data: evaluate every epoch to check the plateau
+    curve = not pruned and not baseline and args.task == "fashion"  # full data: is it at its plateau?
     with tempfile.TemporaryDirectory() as out:
         config = EMPConfig(
             output_dir=out,
@@ -312,6 +323,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     datasets.disable_progress_bars()
     setting = {**quality.setting_of(args), "arch": args.arch if args.task == "fashion" else None}
+    if args.freeze_layers:
+        setting["freeze_layers"] = args.freeze_layers
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     results = Path(f"{prefix}.jsonl")
