@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task fashion --arch resnet --max-train 1000 \\
         --max-test 2000 --epochs 30 --batch-size 64 --lr 2e-3 --threads 1 --seeds 5
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task sentiment --max-train 320 --max-test 500 \\
-        --epochs 3 --batch-size 32 --lr 2e-4 --seq-len 48 --freeze-layers 4 --threads 1 --seeds 5
+        --epochs 3 --batch-size 8 --lr 1e-4 --seq-len 48 --freeze-layers 4 --threads 1 --seeds 5
     python benchmarks/frontier.py --task fashion ... --summary-only --plot   # same flags: tables and plots only
 
 Methods (`--methods`): those of `benchmarks/quality.py` plus `seta`, `emp_window`, `ucb_visits` and the
@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         flush=True,
                     )
     wanted = {spec for spec, _ in args.method_specs}
-    records = [r for r in quality.load_records(results, setting) if r["method"] in wanted]
+    unique = {(r["method"], r["ratio"], r["seed"]): r for r in reversed(quality.load_records(results, setting))}
+    records = [r for r in reversed(unique.values()) if r["method"] in wanted]  # the first run of each, if repeated
     records = [r for r in records if r["ratio"] in args.ratios or r["method"] == "none"]
     if not records:
         print("no results yet")
