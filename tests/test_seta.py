@@ -268,3 +268,16 @@ def test_config_hands_the_options_to_the_strategy(tmp_path):
     assert (options.seta_num_groups, options.seta_window_scale, options.seta_delta) == (10, 0.5, 0.9)
     assert options.ucb_exploration == "visits"
     assert config.pruning_anneal_fraction == 0.0  # SeTa anneals by its own partial annealing (seta_delta)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_emp_window_equals_seta_for_two_classes(seed):
+    # binary: loss = -log p and H(p) make loss + entropy decrease monotonically in p, so the ranks (and rows) agree
+    p = np.random.default_rng(seed).uniform(0.01, 0.99, 200)
+    loss, entropy = -np.log(p), -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert np.all(np.diff((loss + entropy)[np.argsort(p)]) < 0)
+    schedule = EpochSchedule(num_rows=200, num_epochs=20, prune_ratio=0.5, warmup_epochs=0)
+    emp = build_strategy("emp", PruningOptions(prune_ratio=0.5, emp_selection="window"))
+    emp.set_epoch(3, schedule)
+    tables = tables_from(loss, entropy)
+    assert kept(emp, tables, 100, seed) == kept(seta(3, schedule), tables, 100, seed)
