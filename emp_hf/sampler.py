@@ -47,9 +47,7 @@ class EpochPlanner:
     def _begin_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
         """The flushed tables, the strategy told the epoch, the scores recorded."""
         tables = self.state.device_tables()
-        set_epoch = getattr(self.strategy, "set_epoch", None)  # the strategy's epoch hook, where it has one
-        if set_epoch is not None:
-            set_epoch(epoch, self.schedule)
+        self.strategy.set_epoch(epoch, self.schedule)
         if "score" in tables:
             self.state.set_scores(self.strategy.score(tables))
         return tables

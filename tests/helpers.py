@@ -20,6 +20,8 @@ PRUNING_CASES = [
     ("infobatch", {}),
     ("infobatch", {"infobatch_match_budget": True}),
     *[("emp", {"emp_selection": selection}) for selection in EMP_SELECTIONS],
+    ("seta", {}),
+    ("ucb", {"ucb_exploration": "visits"}),
 ]
 
 

@@ -1,6 +1,6 @@
 """The buffered hot path, the flush, narrow tables and the compact plan history of `PruningState`.
 
-Every check compares against `RefTracker` (test_tracker.py: METHOD.md's tracker as a plain Python loop, one
+Every check compares against `RefTracker` (test_tracker.py: docs/methods.md's tracker as a plain Python loop, one
 observation at a time) or against values worked out by hand: buffering and flushing must not change a single
 table entry, whatever the flush points, the buffer size or the number of processes.
 """

@@ -6,7 +6,7 @@ import the module below.
 
 from __future__ import annotations
 
-from . import emp, epsilon_greedy, infobatch, none, ucb, uniform  # noqa: E402, F401  (registers them)
+from . import emp, epsilon_greedy, infobatch, none, seta, ucb, uniform  # noqa: E402, F401  (registers them)
 from .base import PruningOptions, PruningStrategy, Selection
 from .registry import STRATEGIES, build_strategy, register_strategy
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from ..schedule import floor_share
+from ..schedule import EpochSchedule, floor_share
 
 Tables = dict[str, torch.Tensor]
 
@@ -28,6 +28,10 @@ class PruningOptions:
     emp_temperature: float = 1.0
     emp_revisit_share: float = 0.5
     infobatch_match_budget: bool = False
+    seta_num_groups: int = 5
+    seta_window_scale: float = 0.9
+    seta_delta: float = 0.875
+    ucb_exploration: str = "variance"
 
 
 @dataclass
@@ -62,6 +66,9 @@ class PruningStrategy(ABC):
 
     def __init__(self, options: PruningOptions) -> None:
         self.options = options
+
+    def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:  # noqa: B027  (optional hook)
+        """Called by the planner right before `score`/`select` of `epoch`; a no-op unless a rule needs the epoch."""
 
     def score(self, tables: Tables) -> torch.Tensor:
         """The per-row score this strategy ranks by (NaN for rows without an observation)."""

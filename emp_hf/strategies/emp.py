@@ -22,8 +22,9 @@ from .base import (
     top_k,
 )
 from .registry import register_strategy
+from .seta import EpochAware, seta_rows
 
-EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft", "spaced")
+EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft", "spaced", "window")
 
 #: Default share of a `"spaced"` epoch given to the least recently visited rows (`EMPConfig.emp_revisit_share`).
 SPACED_COVERAGE_SHARE = 0.5
@@ -81,7 +82,7 @@ def spaced_selection(
 
 
 @register_strategy
-class EnhanceMemoryPruning(PruningStrategy):
+class EnhanceMemoryPruning(EpochAware, PruningStrategy):
     name = "emp"
 
     @property
@@ -119,4 +120,6 @@ class EnhanceMemoryPruning(PruningStrategy):
                 temperature=self.options.emp_temperature,
             )
             return Selection(rows=rows)
+        if rule == "window":  # SeTa's sliding window, over groups of the EMP score instead of the loss
+            return Selection(rows=seta_rows(score, num_keep, self._epoch, self._schedule, self.options, generator))
         raise ValueError(f"Unknown emp_selection {rule!r}; choose one of {EMP_SELECTIONS}.")

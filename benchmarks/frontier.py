@@ -1,0 +1,370 @@
+"""The accuracy-saving frontier: every method against the budget-matched baselines, paired by seed.
+
+    # CPU, the runs of docs/benchmarks.md#frontier (two processes at most, `nice -n 10`, one thread each):
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task fashion --arch resnet --max-train 1000 \\
+        --max-test 2000 --epochs 30 --batch-size 64 --lr 2e-3 --threads 1 --seeds 5
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task sentiment --max-train 320 --max-test 500 \\
+        --epochs 3 --batch-size 8 --lr 1e-4 --seq-len 48 --freeze-layers 4 --threads 1 --seeds 5
+    python benchmarks/frontier.py --task fashion ... --summary-only --plot   # same flags: tables and plots only
+
+Methods (`--methods`): those of `benchmarks/quality.py` plus `seta`, `emp_window`, `ucb_visits` and the
+baseline `fewer_steps`: full data (`pruning_method="none"`, every row every epoch) stopped at `max_steps` =
+the optimizer steps of a fixed-budget pruned run at the same prune ratio, with the same LR schedule shape
+(linear warm-up and decay over the run's own steps). Pruning starts at epoch 0 (`--pruning-warmup-epochs 0`,
+the official SeTa has no warm-up), so a fixed-budget method's realised saving is its prune ratio.
+
+Every finished run is appended to `<out>.jsonl` under a file lock (several processes may share it; a rerun
+skips what is there). Runs go seed by seed, so an interrupted benchmark has every method on the first seeds.
+The summary pairs every method with `random` and `fewer_steps` of the same seed and ratio (mean ± std of the
+difference, and wins), writes `<out>_summary.{csv,json}`, and with `--plot` one accuracy-vs-realised-saving plot
+and one paired-difference plot per task. The full-data runs evaluate after every epoch, so the summary also
+says whether full data plateaued (change over the last 20% of epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import gc
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality  # noqa: E402  (the tasks, options and per-run statistics are shared)
+import torch  # noqa: E402
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
+
+from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
+from emp_hf.schedule import EpochSchedule, StepCounter  # noqa: E402
+
+METHODS: dict[str, dict[str, Any]] = {
+    **quality.METHODS,
+    "seta": {"pruning_method": "seta"},
+    "emp_window": {"pruning_method": "emp", "emp_selection": "window"},
+    "ucb_visits": {"pruning_method": "ucb", "ucb_exploration": "visits"},
+    "fewer_steps": {"pruning_method": "none"},
+}
+quality.METHODS.update(METHODS)  # `quality.parse_method` looks names up there
+DEFAULT_METHODS = ["none", "random", "fewer_steps", "seta", "emp_sample", "emp_window", "infobatch"]
+BASELINES = ("random", "fewer_steps")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--arch", choices=["vit", "resnet"], default="vit", help="fashion: the image model")
+    extra.add_argument("--plateau-share", type=float, default=0.2, help="share of the final epochs checked")
+    extra.add_argument(
+        "--freeze-layers", type=int, default=0, help="sentiment: freeze the embeddings and this many lower layers"
+    )
+    own, rest = extra.parse_known_args(argv)
+    if "--pruning-warmup-epochs" not in rest:
+        rest += ["--pruning-warmup-epochs", "0"]
+    if "--methods" not in rest:
+        rest += ["--methods", ",".join(DEFAULT_METHODS)]
+    args = quality.parse_args(rest)
+    args.arch, args.plateau_share, args.freeze_layers = own.arch, own.plateau_share, own.freeze_layers
+    if "--out" not in rest:
+        args.out = str(quality.REPO / "benchmarks" / "results" / f"frontier_{args.task}")
+    return args
+
+
+class Task(quality.Task):
+    """`quality.Task` plus a small from-scratch `ResNet` (transformers' `ResNetConfig`) for Fashion-MNIST, and
+    MiniLM with its lower layers frozen (`--freeze-layers`: a cheaper fine-tune of the top layers)."""
+
+    def model(self, seed: int) -> torch.nn.Module:
+        if self.args.task == "sentiment":
+            model = super().model(seed)
+            if self.args.freeze_layers:
+                frozen = [model.bert.embeddings, *model.bert.encoder.layer[: self.args.freeze_layers]]
+                for module in frozen:
+                    module.requires_grad_(False)
+            return model
+        if self.args.arch != "resnet":
+            return super().model(seed)
+        from transformers import ResNetConfig, ResNetForImageClassification
+
+        torch.manual_seed(seed)
+        config = ResNetConfig(
+            num_channels=3,
+            embedding_size=16,
+            hidden_sizes=[16, 32, 64],
+            depths=[1, 1, 1],
+            layer_type="basic",
+            downsample_in_first_stage=False,
+            num_labels=10,
+        )
+        return ResNetForImageClassification(config)
+
+
+def pruned_steps(args: argparse.Namespace, num_rows: int, ratio: float) -> int:
+    """Optimizer steps of a fixed-budget pruned run (no anneal) at `ratio`: what `fewer_steps` may take."""
+    schedule = EpochSchedule(num_rows, args.epochs, ratio, warmup_epochs=args.pruning_warmup_epochs)
+    counter = StepCounter(batch_size=args.batch_size)
+    return sum(counter.update_steps(schedule.nominal_plan_size(e)) for e in range(args.epochs))
+
+
+def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, Any], ratio: float, seed: int) -> dict:
+    """One training run; `fewer_steps` trains on full data up to the pruned run's steps."""
+    fields = dict(fields)
+    baseline = spec.partition(":")[0] == "fewer_steps"
+    pruned = fields["pruning_method"] != "none"
+    full_steps = args.epochs * math.ceil(len(task.train) / args.batch_size)
+    if baseline:
+        fields["max_steps"] = pruned_steps(args, len(task.train), ratio)
+    curve = not pruned and not baseline and args.task == "fashion"  # full data: is it at its plateau?
+    with tempfile.TemporaryDirectory() as out:
+        config = EMPConfig(
+            output_dir=out,
+            num_train_epochs=args.epochs,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=256,
+            learning_rate=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup,
+            lr_scheduler_type="linear",
+            report_to=[],
+            save_strategy="no",
+            eval_strategy="epoch" if curve else "no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            use_cpu=args.device == "cpu",
+            bf16=args.bf16,
+            seed=seed,
+            dataloader_num_workers=args.workers,
+            pruning_warmup_epochs=args.pruning_warmup_epochs,
+            prune_ratio=ratio if pruned else None,
+            **fields,
+        )
+        trainer = EMPTrainer(
+            model=task.model(seed),
+            args=config,
+            train_dataset=task.train,
+            eval_dataset=task.test if curve else None,
+            data_collator=task.collator,
+            processing_class=task.processing_class,
+            compute_metrics=quality.compute_metrics,
+        )
+        trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
+        output = trainer.train()
+        wall = time.perf_counter() - start
+        metrics = trainer.evaluate(eval_dataset=task.test)
+        state = trainer.pruning_state
+        record = {
+            "method": spec,
+            "ratio": ratio if (pruned or baseline) else 0.0,
+            "seed": seed,
+            "accuracy": metrics["eval_accuracy"],
+            # example visits skipped: the pruning state's count, or (fewer_steps) the steps not taken
+            "realized_saving": state.realized_saving() if pruned else 1.0 - output.global_step / full_steps,
+            "step_saving": 1.0 - output.global_step / full_steps,
+            "steps": output.global_step,
+            "full_steps": full_steps,
+            "train_seconds": wall,
+            "train_loss": output.training_loss,
+            "plan_sizes": state.epoch_plan_sizes,
+            "curve": [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h][:-1]
+            if curve
+            else None,
+            **quality.frequency_stats(state, config),
+        }
+        del trainer
+    gc.collect()
+    return record
+
+
+def append_record(path: Path, record: dict) -> None:
+    with open(path, "a") as f:  # several processes may append: one locked line per run
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(record) + "\n")
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def paired(records: list[dict], method: str, ratio: float, baseline: str) -> list[float]:
+    base = {r["seed"]: r["accuracy"] for r in records if r["method"] == baseline and r["ratio"] == ratio}
+    return [r["accuracy"] - base[r["seed"]] for r in records if r["method"] == method and r["ratio"] == ratio
+            and r["seed"] in base]  # fmt: skip
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["method"], r["ratio"])].append(r)
+    rows = []
+    for (method, ratio), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0] not in ("none", *BASELINES))):
+        row: dict[str, Any] = {"method": method, "ratio": ratio, "seeds": len(rs)}
+        for key in ("accuracy", "realized_saving", "steps", "train_seconds", "starved"):
+            row[f"{key}_mean"], row[f"{key}_std"] = quality.mean_std([float(x[key]) for x in rs])
+        for baseline in (*BASELINES, "none"):
+            diffs = (
+                [r["accuracy"] - statistics.fmean(n["accuracy"] for n in records if n["method"] == "none")
+                 for r in rs] if baseline == "none" and any(n["method"] == "none" for n in records)
+                else paired(records, method, ratio, baseline) if baseline != "none" else []
+            )  # fmt: skip
+            mean, std = quality.mean_std(diffs) if diffs and method != baseline else (None, None)
+            row[f"vs_{baseline}_mean"], row[f"vs_{baseline}_std"] = mean, std
+            row[f"vs_{baseline}_wins"] = f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if mean is not None else ""
+        rows.append(row)
+    return rows
+
+
+def plateau(records: list[dict], share: float) -> str:
+    """How much full data's test accuracy moved over its last `share` of epochs (mean over seeds)."""
+    curves = [r["curve"] for r in records if r["method"] == "none" and r.get("curve")]
+    if not curves:
+        return "no full-data curve"
+    epochs = len(curves[0])
+    first = epochs - max(1, round(share * epochs)) - 1
+    moves = [100 * (c[-1] - c[first]) for c in curves]
+    span = [100 * (max(c[first:]) - min(c[first:])) for c in curves]
+    return (
+        f"full data over its last {epochs - 1 - first} of {epochs} epochs: change "
+        f"{statistics.fmean(moves):+.2f} points (seeds {', '.join(f'{m:+.2f}' for m in moves)}), "
+        f"range {statistics.fmean(span):.2f} points"
+    )
+
+
+def fmt(row: dict, key: str) -> str:
+    if row[f"{key}_mean"] is None:
+        return ""
+    return f"{100 * row[f'{key}_mean']:+.2f} ± {100 * row[f'{key}_std']:.2f} ({row[f'{key}_wins']})"
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (
+        "| method | prune ratio | seeds | test accuracy (%) | realised saving | steps | vs random (wins) | "
+        "vs fewer_steps (wins) | vs full data |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        vs_none = "" if r["vs_none_mean"] is None else f"{100 * r['vs_none_mean']:+.2f}"
+        lines.append(
+            f"| {r['method']} | {r['ratio']:g} | {r['seeds']} | {100 * r['accuracy_mean']:.2f} ± "
+            f"{100 * r['accuracy_std']:.2f} | {100 * r['realized_saving_mean']:.1f}% | {r['steps_mean']:.0f} | "
+            f"{fmt(r, 'vs_random')} | {fmt(r, 'vs_fewer_steps')} | {vs_none} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "none"]
+    methods.sort(key=lambda m: (m not in BASELINES, m))
+    palette = colormaps["tab10"].colors
+    colors = {m: palette[i % 10] for i, m in enumerate(methods)}
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    for i, method in enumerate(methods):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["realized_saving_mean"])
+        ax.errorbar(
+            [100 * r["realized_saving_mean"] for r in mine],
+            [100 * r["accuracy_mean"] for r in mine],
+            yerr=[100 * r["accuracy_std"] for r in mine],
+            label=method,
+            color=colors[method],
+            marker="osD^v<>pP*X"[i % 11],
+            linestyle="--" if method in BASELINES else "-",
+            capsize=3,
+            linewidth=1.5 if method in BASELINES else 1,
+        )
+    for r in rows:
+        if r["method"] == "none":
+            ax.axhline(100 * r["accuracy_mean"], color="black", linestyle=":", linewidth=1, label="none (full data)")
+    ax.set_xlabel("realised saving (% of example visits skipped)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{task}: accuracy vs realised saving (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    paths = [plot_dir / f"frontier_{task}.png"]
+    fig.savefig(paths[0], dpi=110)
+
+    fig = Figure(figsize=(11.0, 1.5 + 0.3 * len(rows)), layout="constrained")
+    for j, baseline in enumerate(BASELINES):
+        ax = fig.add_subplot(1, 2, j + 1)
+        chosen = [r for r in rows if r[f"vs_{baseline}_mean"] is not None and r["method"] not in ("none", baseline)]
+        ys = list(range(len(chosen)))[::-1]
+        ax.barh(
+            ys,
+            [100 * r[f"vs_{baseline}_mean"] for r in chosen],
+            xerr=[100 * r[f"vs_{baseline}_std"] for r in chosen],
+            color=[colors[r["method"]] for r in chosen],
+            capsize=3,
+        )
+        ax.set_yticks(ys, [f"{r['method']} @ {r['ratio']:g} ({r[f'vs_{baseline}_wins']})" for r in chosen], fontsize=8)
+        ax.axvline(0, color="black", linewidth=1)
+        ax.set_xlabel(f"accuracy minus {baseline}'s, same seed (points, mean ± std)")
+    fig.suptitle(f"{task}: paired differences to the budget-matched baselines (wins/seeds)", fontsize=10)
+    paths.append(plot_dir / f"frontier_{task}_paired.png")
+    fig.savefig(paths[1], dpi=110)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    import datasets
+
+    datasets.disable_progress_bars()
+    setting = {**quality.setting_of(args), "arch": args.arch if args.task == "fashion" else None}
+    if args.freeze_layers:
+        setting["freeze_layers"] = args.freeze_layers
+    prefix = Path(args.out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    results = Path(f"{prefix}.jsonl")
+    if not args.summary_only:
+        task = Task(args)
+        print(f"{args.task}: {len(task.train)} train / {len(task.test)} test rows; setting {setting}", flush=True)
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for ratio in args.ratios:
+                for spec, fields in args.method_specs:
+                    full = fields["pruning_method"] == "none" and spec.partition(":")[0] != "fewer_steps"
+                    run_ratio = 0.0 if full else ratio
+                    done = {(r["method"], r["ratio"], r["seed"]) for r in quality.load_records(results, setting)}
+                    if (spec, run_ratio, seed) in done:
+                        continue
+                    record = {**run_one(task, args, spec, fields, ratio, seed), "setting": setting}
+                    append_record(results, record)
+                    print(
+                        f"  {spec:<22} p={run_ratio:<4g} seed={seed}  acc {100 * record['accuracy']:.2f}%  "
+                        f"saving {100 * record['realized_saving']:.1f}%  steps {record['steps']}  "
+                        f"{record['train_seconds']:.0f}s",
+                        flush=True,
+                    )
+    wanted = {spec for spec, _ in args.method_specs}
+    unique = {(r["method"], r["ratio"], r["seed"]): r for r in reversed(quality.load_records(results, setting))}
+    records = [r for r in reversed(unique.values()) if r["method"] in wanted]  # the first run of each, if repeated
+    records = [r for r in records if r["ratio"] in args.ratios or r["method"] == "none"]
+    if not records:
+        print("no results yet")
+        return []
+    rows = summarise(records)
+    print()
+    print(plateau(records, args.plateau_share))
+    print(format_table(rows))
+    quality.write_summary(rows, prefix, setting)
+    print(f"\nruns: {results}\nsummary: {prefix}_summary.csv, {prefix}_summary.json")
+    if args.plot:
+        for path in plot(rows, args.task, Path(args.plot_dir)):
+            print(f"plot: {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

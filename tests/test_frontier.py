@@ -1,0 +1,81 @@
+"""`benchmarks/frontier.py`: the fewer-steps baseline's step budget, the pairing by seed, and a tiny real run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from offline_data import fashion_mnist_available
+
+FRONTIER = Path(__file__).resolve().parent.parent / "benchmarks" / "frontier.py"
+
+
+def load_frontier():
+    sys.path.insert(0, str(FRONTIER.parent))
+    spec = importlib.util.spec_from_file_location("frontier_benchmark", FRONTIER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("rows", "epochs", "warmup", "ratio", "batch", "expected"),
+    [
+        (2000, 30, 0, 0.5, 64, 30 * 16),  # K = 1000: ceil(1000 / 64) = 16 per epoch
+        (2000, 30, 0, 0.7, 64, 30 * 10),  # K = 600: ceil(9.375) = 10
+        (320, 3, 0, 0.3, 32, 3 * 7),  # K = 224: 7
+        (100, 5, 1, 0.5, 16, 7 + 4 * 4),  # one full epoch (ceil(100 / 16) = 7), then K = 50: 4
+    ],
+)
+def test_fewer_steps_gets_the_pruned_runs_steps(rows, epochs, warmup, ratio, batch, expected):
+    frontier = load_frontier()
+    args = argparse.Namespace(epochs=epochs, pruning_warmup_epochs=warmup, batch_size=batch)
+    assert frontier.pruned_steps(args, rows, ratio) == expected
+
+
+def test_paired_differences_match_by_seed_and_ratio():
+    frontier = load_frontier()
+    records = [
+        {"method": "random", "ratio": 0.5, "seed": 0, "accuracy": 0.80},
+        {"method": "random", "ratio": 0.5, "seed": 1, "accuracy": 0.70},
+        {"method": "random", "ratio": 0.7, "seed": 0, "accuracy": 0.10},
+        {"method": "seta", "ratio": 0.5, "seed": 1, "accuracy": 0.75},
+        {"method": "seta", "ratio": 0.5, "seed": 0, "accuracy": 0.78},
+        {"method": "seta", "ratio": 0.5, "seed": 2, "accuracy": 0.99},  # no random run on seed 2: left out
+    ]
+    diffs = frontier.paired(records, "seta", 0.5, "random")
+    assert diffs == pytest.approx([0.75 - 0.70, 0.78 - 0.80])
+
+
+def test_defaults_prune_from_epoch_zero_and_include_the_baselines():
+    frontier = load_frontier()
+    args = frontier.parse_args(["--task", "fashion"])
+    assert args.pruning_warmup_epochs == 0
+    assert {"random", "fewer_steps", "seta", "emp_window", "none"} <= {spec for spec, _ in args.method_specs}
+    assert args.out.endswith("frontier_fashion")
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST is not installed (make setup)")
+def test_tiny_frontier_run_matches_steps_and_saving(tmp_path):
+    frontier = load_frontier()
+    out = tmp_path / "frontier"
+    argv = ["--task", "fashion", "--arch", "resnet", "--max-train", "96", "--max-test", "32", "--epochs", "3"]
+    argv += ["--batch-size", "32", "--ratios", "0.5", "--seeds", "1", "--threads", "1", "--out", str(out)]
+    argv += ["--methods", "none,random,fewer_steps,seta", "--plot", "--plot-dir", str(tmp_path / "img")]
+    rows = frontier.main(argv)
+    runs = {r["method"]: r for r in map(json.loads, open(f"{out}.jsonl"))}
+    pruned_steps = 3 * math.ceil(48 / 32)
+    assert runs["random"]["steps"] == runs["seta"]["steps"] == runs["fewer_steps"]["steps"] == pruned_steps
+    assert runs["none"]["steps"] == 3 * 3 and len(runs["none"]["curve"]) == 3
+    assert runs["seta"]["realized_saving"] == pytest.approx(0.5)
+    assert runs["fewer_steps"]["realized_saving"] == pytest.approx(1 - pruned_steps / 9)
+    seta = next(r for r in rows if r["method"] == "seta")
+    expected = runs["seta"]["accuracy"] - runs["fewer_steps"]["accuracy"]
+    assert seta["vs_fewer_steps_mean"] == pytest.approx(expected)
+    assert (tmp_path / "img" / "frontier_fashion.png").exists()
+    assert (tmp_path / "img" / "frontier_fashion_paired.png").exists()

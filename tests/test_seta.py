@@ -1,0 +1,283 @@
+"""SeTa, EMP's `"window"` rule and UCB's visit bonus against hand-computed and numpy references.
+
+The official code (github.com/mrazhou/SeTa, `seta.py`) fixes the conventions checked here: `w = round(G * ws)`
+with Python's rounding, the window start `t mod (G - w + 1)`, every group at `t = 0`, and partial annealing once
+`iterations > delta * num_epochs` (iterations counted from 1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from emp_hf import EMPConfig
+from emp_hf.sampler import EpochPlanner
+from emp_hf.schedule import EpochSchedule
+from emp_hf.strategies import PruningOptions, build_strategy
+from emp_hf.strategies.seta import (
+    seta_partial_anneal,
+    seta_subset_size,
+    seta_window_size,
+    seta_window_start,
+    sliding_window_selection,
+)
+from emp_hf.strategies.ucb import visit_bonus
+from emp_hf.tracker import PruningState
+
+
+def tables_from(loss, entropy=None, frequency=None) -> dict[str, torch.Tensor]:
+    loss = torch.as_tensor(loss, dtype=torch.float32)
+    entropy = torch.zeros_like(loss) if entropy is None else torch.as_tensor(entropy, dtype=torch.float32)
+    seen = ~torch.isnan(loss)
+    return {
+        "loss": loss,
+        "entropy": entropy,
+        "ema_mean": loss.clone(),
+        "ema_var": torch.zeros_like(loss),
+        "score": torch.full_like(loss, float("nan")),
+        "weight": torch.ones_like(loss),
+        "frequency": seen.long() if frequency is None else torch.as_tensor(frequency),
+        "last_epoch": torch.where(seen, 0, -1),
+    }
+
+
+def seta(epoch: int, schedule: EpochSchedule, **options):
+    strategy = build_strategy("seta", PruningOptions(prune_ratio=schedule.prune_ratio, **options))
+    strategy.set_epoch(epoch, schedule)
+    return strategy
+
+
+def kept(strategy, tables, num_keep: int, seed: int = 0) -> list[int]:
+    rows = strategy.select(tables, num_keep, torch.Generator().manual_seed(seed)).rows
+    assert rows.numel() == num_keep == rows.unique().numel()
+    return sorted(rows.tolist())
+
+
+# ---------------------------------------------------------------------------------------------- conventions
+@pytest.mark.parametrize(
+    ("groups", "scale", "window"), [(5, 0.9, 4), (5, 0.5, 2), (10, 0.5, 5), (4, 0.625, 2), (5, 1.0, 5)]
+)
+def test_window_size_rounds_half_to_even_like_the_official_code(groups, scale, window):
+    assert seta_window_size(groups, scale) == window  # 4.5 -> 4, 2.5 -> 2 (Python round)
+
+
+def test_window_start_slides_by_one_group_per_pruned_epoch():
+    assert [seta_window_start(t, 5, 4) for t in range(6)] == [0, 1, 0, 1, 0, 1]
+    assert [seta_window_start(t, 10, 5) for t in range(8)] == [0, 1, 2, 3, 4, 5, 0, 1]
+    assert [seta_window_start(t, 5, 5) for t in range(3)] == [0, 0, 0]
+
+
+def test_subset_size_is_the_official_keep_ratio_that_gives_the_budget():
+    # the official CIFAR script (r = 0.1, G = 5, ws = 0.9) keeps 0.9 * 4/5 = 72% of the rows: prune_ratio 0.28
+    assert seta_subset_size(1000, 720, 5, 4) == 900
+    assert seta_subset_size(1000, 500, 5, 4) == 625  # 50% saving: a 62.5% subset, 4 of its 5 groups
+    assert seta_subset_size(1000, 300, 5, 4) == 375
+    assert seta_subset_size(1000, 900, 5, 4) == 1000  # w/G of all rows < K: the whole dataset is the subset
+    assert seta_subset_size(7, 3, 5, 4) == 4  # ceil(3.75)
+
+
+@pytest.mark.parametrize(("epochs", "delta", "first"), [(8, 0.875, 7), (200, 0.875, 175), (10, 0.5, 5), (3, 1.0, 3)])
+def test_partial_annealing_starts_where_the_official_sampler_stops_pruning(epochs, delta, first):
+    flags = [seta_partial_anneal(e, epochs, delta) for e in range(epochs)]
+    assert flags == [e >= first for e in range(epochs)]
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def test_window_by_hand_when_the_subset_is_every_row():
+    # N = 10, K = 8, G = 5, w = 4 -> M = 10: groups {0,1} {2,3} ... {8,9} of the loss order
+    loss = [5.0, 0.0, 9.0, 3.0, 1.0, 8.0, 2.0, 7.0, 4.0, 6.0]  # row -> loss; easy to hard: 1 4 6 3 8 0 9 7 5 2
+    schedule = EpochSchedule(num_rows=10, num_epochs=20, prune_ratio=0.2, warmup_epochs=1)
+    tables = tables_from(loss)
+    easy_to_hard = list(np.argsort(loss))
+    assert kept(seta(2, schedule), tables, 8) == sorted(easy_to_hard[2:])  # t = 1: start at group 1
+    assert kept(seta(3, schedule), tables, 8) == sorted(easy_to_hard[:8])  # t = 2: start at group 0
+    assert kept(seta(4, schedule), tables, 8) == sorted(easy_to_hard[2:])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_window_matches_a_numpy_reference(seed):
+    rng = random.Random(seed)
+    n = rng.randint(20, 300)
+    groups = rng.randint(1, 8)
+    scale = rng.choice([0.3, 0.5, 0.6, 0.9, 1.0])
+    window = seta_window_size(groups, scale)
+    if window < 1:
+        window, scale = 1, 1.0 / groups
+    k = rng.randint(1, n)
+    step = rng.randint(1, 30)
+    loss = np.random.default_rng(seed).uniform(0, 3, n).astype(np.float32)
+    rows = sliding_window_selection(
+        torch.from_numpy(loss), k, step, groups, window, torch.Generator().manual_seed(seed)
+    )
+    # reference: the subset is the first M rows of the generator's permutation; quantile groups of its loss order
+    size = min(n, math.ceil(k * groups / window))
+    subset = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()[:size]
+    order = subset[np.argsort(loss[subset].astype(np.float64), kind="stable")]
+    start = min((step % (groups - window + 1)) * size // groups, size - k)
+    assert sorted(rows.tolist()) == sorted(order[start : start + k].tolist())
+
+
+def test_first_pruned_epoch_is_every_group_of_a_uniform_subset():
+    schedule = EpochSchedule(num_rows=50, num_epochs=10, prune_ratio=0.6, warmup_epochs=2)
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:20]
+    assert kept(seta(2, schedule), tables_from(torch.arange(50.0)), 20, seed=3) == sorted(expected.tolist())
+
+
+def test_partial_annealing_draws_a_uniform_subset():
+    schedule = EpochSchedule(num_rows=50, num_epochs=8, prune_ratio=0.6, warmup_epochs=1)
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(4))[:20]
+    strategy = seta(7, schedule, seta_delta=0.875)  # 7 + 1 > 0.875 * 8
+    assert kept(strategy, tables_from(torch.arange(50.0)), 20, seed=4) == sorted(expected.tolist())
+
+
+def test_never_observed_rows_count_as_hardest():
+    loss = [0.1, 0.2, float("nan"), 0.3, float("nan"), 0.4, 0.5, 0.6, 0.7, 0.8]
+    schedule = EpochSchedule(num_rows=10, num_epochs=20, prune_ratio=0.2, warmup_epochs=0)
+    assert kept(seta(2, schedule), tables_from(loss), 8) == [0, 1, 3, 5, 6, 7, 8, 9]  # t = 2: drop the 2 hardest
+    assert {2, 4} <= set(kept(seta(1, schedule), tables_from(loss), 8))  # t = 1: drop the 2 easiest
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_plan_size_is_exactly_the_budget(seed):
+    rng = random.Random(100 + seed)
+    n = rng.randint(1, 400)
+    ratio = rng.choice([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95])
+    schedule = EpochSchedule(num_rows=n, num_epochs=12, prune_ratio=ratio, warmup_epochs=rng.randint(0, 2))
+    options = {"seta_num_groups": rng.randint(1, 10), "seta_window_scale": rng.choice([0.5, 0.9, 1.0])}
+    if seta_window_size(options["seta_num_groups"], options["seta_window_scale"]) < 1:
+        options["seta_window_scale"] = 1.0
+    tables = tables_from(np.random.default_rng(seed).uniform(0, 3, n))
+    for epoch in range(schedule.warmup_epochs, 12):
+        kept(seta(epoch, schedule, **options), tables, schedule.num_keep, seed=epoch)
+
+
+def test_select_without_set_epoch_says_what_to_do():
+    strategy = build_strategy("seta", PruningOptions())
+    with pytest.raises(RuntimeError, match="set_epoch"):
+        strategy.select(tables_from(torch.arange(10.0)), 5, torch.Generator())
+
+
+def test_planner_hands_the_epoch_to_the_strategy_and_plans_exactly_k():
+    n = 40
+    state = PruningState(num_rows=n)
+    schedule = EpochSchedule(num_rows=n, num_epochs=6, prune_ratio=0.5, warmup_epochs=1)
+    planner = EpochPlanner(state, build_strategy("seta", PruningOptions(prune_ratio=0.5)), schedule, seed=0)
+    loss = torch.arange(n, dtype=torch.float32)
+    state.update(torch.arange(n), loss, torch.zeros(n), epoch=0)
+    planner.plan(0)
+    assert planner.strategy._epoch == 0
+    sizes = []
+    for epoch in range(1, 6):
+        sizes.append(len(planner.plan(epoch)))
+        assert planner.strategy._epoch == epoch
+    assert sizes == [20] * 5
+
+
+# ---------------------------------------------------------------------------------------------- emp window
+def test_emp_window_slides_over_the_emp_score_not_the_loss():
+    loss = np.arange(10, dtype=np.float64)
+    entropy = 20.0 - 3 * loss  # score = loss + entropy = 20 - 2 * loss: the loss order reversed
+    schedule = EpochSchedule(num_rows=10, num_epochs=20, prune_ratio=0.2, warmup_epochs=0)
+    strategy = build_strategy("emp", PruningOptions(prune_ratio=0.2, emp_selection="window"))
+    strategy.set_epoch(1, schedule)  # t = 1: drop the 2 lowest scores, i.e. the 2 highest losses
+    assert kept(strategy, tables_from(loss, entropy), 8) == list(range(8))
+    seta_strategy = seta(1, schedule)  # SeTa on the loss drops the 2 lowest losses
+    assert kept(seta_strategy, tables_from(loss, entropy), 8) == list(range(2, 10))
+
+
+# ---------------------------------------------------------------------------------------------- ucb visits
+def test_visit_bonus_by_hand():
+    bonus = visit_bonus(torch.tensor([0, 1, 4, 2], dtype=torch.int32), 4)
+    assert math.isinf(bonus[0])
+    assert bonus[1:].tolist() == pytest.approx(
+        [math.sqrt(math.log(4)), math.sqrt(math.log(4) / 4), math.sqrt(math.log(4) / 2)]
+    )
+
+
+def test_ucb_visits_score_and_selection():
+    tables = tables_from([1.0, 1.2, 0.5, 2.0], frequency=[3, 1, 1, 9])
+    schedule = EpochSchedule(num_rows=4, num_epochs=10, prune_ratio=0.5)
+    strategy = build_strategy("ucb", PruningOptions(ucb_c=0.5, ucb_exploration="visits"))
+    strategy.set_epoch(5, schedule)  # t = 6
+    log_t = math.log(6)
+    expected = [
+        1.0 + 0.5 * math.sqrt(log_t / 3),
+        1.2 + 0.5 * math.sqrt(log_t),
+        0.5 + 0.5 * math.sqrt(log_t),
+        2.0 + 0.5 * math.sqrt(log_t / 9),
+    ]
+    assert strategy.score(tables).tolist() == pytest.approx(expected, rel=1e-6)
+    assert kept(strategy, tables, 2) == [1, 3]  # 2.54, 2.22 beat 1.77, 1.67
+    variance = build_strategy("ucb", PruningOptions(ucb_c=0.5))
+    assert variance.score(tables).tolist() == pytest.approx([1.0, 1.2, 0.5, 2.0])  # ema_var = 0: no bonus
+
+
+def test_ucb_visits_brings_back_rows_the_variance_rule_locks_out():
+    n, k = 30, 10
+    losses = torch.linspace(0.1, 1.0, n)  # UCB1 scale: rewards in [0, 1], c = sqrt(2)
+    schedule = EpochSchedule(num_rows=n, num_epochs=12, prune_ratio=1 - k / n, warmup_epochs=1)
+    for exploration, expect_all in (("visits", True), ("variance", False)):
+        state = PruningState(num_rows=n)
+        strategy = build_strategy(
+            "ucb", PruningOptions(prune_ratio=1 - k / n, ucb_c=math.sqrt(2), ucb_exploration=exploration)
+        )
+        planner = EpochPlanner(state, strategy, schedule, seed=0)
+        visited = torch.zeros(n, dtype=torch.bool)
+        for epoch in range(12):
+            plan = planner.plan(epoch)
+            state.update(plan, losses[plan], torch.zeros(plan.numel()), epoch=epoch)
+            if epoch >= 1:
+                visited[plan] = True
+        assert bool(visited.all()) is expect_all
+
+
+# ---------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("seta_num_groups", 0, "seta_num_groups"),
+        ("seta_num_groups", 2.5, "whole number"),
+        ("seta_window_scale", 0.0, r"\(0, 1\]"),
+        ("seta_window_scale", 1.5, r"\(0, 1\]"),
+        ("seta_window_scale", 0.05, "0 groups"),
+        ("seta_delta", 0.0, "seta_delta"),
+        ("ucb_exploration", "count", "variance"),
+        ("emp_selection", "slide", "window"),
+    ],
+)
+def test_config_rejects_bad_options(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        EMPConfig(output_dir=str(tmp_path), num_train_epochs=3, pruning_method="seta", **{field: value})
+
+
+def test_config_hands_the_options_to_the_strategy(tmp_path):
+    config = EMPConfig(
+        output_dir=str(tmp_path),
+        num_train_epochs=3,
+        pruning_method="seta",
+        seta_num_groups=10,
+        seta_window_scale=0.5,
+        seta_delta=0.9,
+        ucb_exploration="visits",
+    )
+    options = config.pruning_options
+    assert (options.seta_num_groups, options.seta_window_scale, options.seta_delta) == (10, 0.5, 0.9)
+    assert options.ucb_exploration == "visits"
+    assert config.pruning_anneal_fraction == 0.0  # SeTa anneals by its own partial annealing (seta_delta)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_emp_window_equals_seta_for_two_classes(seed):
+    # binary: loss = -log p and H(p) make loss + entropy decrease monotonically in p, so the ranks (and rows) agree
+    p = np.random.default_rng(seed).uniform(0.01, 0.99, 200)
+    loss, entropy = -np.log(p), -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert np.all(np.diff((loss + entropy)[np.argsort(p)]) < 0)
+    schedule = EpochSchedule(num_rows=200, num_epochs=20, prune_ratio=0.5, warmup_epochs=0)
+    emp = build_strategy("emp", PruningOptions(prune_ratio=0.5, emp_selection="window"))
+    emp.set_epoch(3, schedule)
+    tables = tables_from(loss, entropy)
+    assert kept(emp, tables, 100, seed) == kept(seta(3, schedule), tables, 100, seed)
