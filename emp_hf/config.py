@@ -36,8 +36,8 @@ class PruningArguments:
         default="emp",
         metadata={
             "help": "How each epoch's subset is chosen: 'emp', 'infobatch', 'seta', 'ucb', 'epsilon_greedy', "
-            "'random', or 'none' (train on all rows, track statistics only).",
-            "choices": sorted(STRATEGIES),
+            "'random', 'none' (train on all rows, track statistics only), or any name registered with "
+            "`register_strategy` (checked when the config is built, so strategies registered after import count).",
         },
     )
     prune_ratio: float | None = field(

@@ -359,6 +359,28 @@ def test_hf_argument_parser_flags():
     assert args.infobatch_match_budget is True
 
 
+def test_a_strategy_registered_after_import_is_a_command_line_choice(tmp_path):
+    from transformers import HfArgumentParser
+
+    from emp_hf import STRATEGIES, PruningStrategy, Selection, register_strategy
+
+    @register_strategy
+    class FirstRows(PruningStrategy):
+        name = "first_rows"
+
+        def select(self, tables, num_keep, generator):
+            return Selection(rows=torch.arange(num_keep, device=tables["loss"].device))
+
+    try:
+        parser = HfArgumentParser(EMPConfig)
+        (args,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--pruning_method", "first_rows"])
+        assert args.pruning_method == "first_rows" and args.prune_ratio == 0.5
+    finally:
+        del STRATEGIES["first_rows"]
+    with pytest.raises(ValueError, match=r"pruning_method='first_rows' is invalid: choose one of \["):
+        EMPConfig(output_dir=str(tmp_path), pruning_method="first_rows")
+
+
 def test_resume_with_other_data_or_options_is_refused(tmp_path, text_dataset):
     args = make_args(tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2, pruning_method="emp")
     EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
