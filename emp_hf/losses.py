@@ -7,6 +7,7 @@ labels) -> (loss, entropy)` covers any other task.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -56,6 +57,18 @@ def unwrap_peft(model: Any) -> Any:
     if hasattr(model, "get_base_model"):
         return model.get_base_model()
     return model
+
+
+def model_name_of(model: Any) -> str | None:
+    """A name that identifies `model` to others: its Hub id, else its architecture (never a local path)."""
+    if model is None:
+        return None
+    name = getattr(model, "name_or_path", None)
+    if name and not os.path.isabs(str(name)):  # a local absolute path says nothing to others
+        return str(name)
+    config = getattr(model, "config", None)
+    architectures = getattr(config, "architectures", None)
+    return architectures[0] if architectures else type(model).__name__
 
 
 def infer_task(model: Any) -> Task:

@@ -26,6 +26,7 @@ from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .checkpoint import find_pruning_state, read_pruning_state
+from .losses import model_name_of
 from .tracker import PruningState
 
 RECORD_FORMAT_VERSION = 1
@@ -610,17 +611,6 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def model_name_of(model: Any) -> str | None:
-    if model is None:
-        return None
-    name = getattr(model, "name_or_path", None)
-    if name and not os.path.isabs(str(name)):  # a local absolute path says nothing to others
-        return str(name)
-    config = getattr(model, "config", None)
-    architectures = getattr(config, "architectures", None)
-    return architectures[0] if architectures else type(model).__name__
 
 
 def _model_name_from_config(path: str) -> str | None:

@@ -24,8 +24,15 @@ from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_traine
 from .config import INDEX_COLUMN, EMPConfig, PruningArguments
 from .data import PlanOrderSampler, RowIndexCollator, add_row_index, row_lengths
 from .distributed import attach_process_group
-from .losses import PerExampleLossFunc, Task, infer_task, labelled_rows, per_example_stats, unwrap_peft
-from .record import model_name_of
+from .losses import (
+    PerExampleLossFunc,
+    Task,
+    infer_task,
+    labelled_rows,
+    model_name_of,
+    per_example_stats,
+    unwrap_peft,
+)
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter
 from .strategies import PruningOptions, build_strategy

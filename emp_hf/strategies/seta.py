@@ -106,7 +106,7 @@ class ScaleEfficientTraining(EpochAware, PruningStrategy):
     """Score: the last observed loss. Keeps a sliding window of loss groups of a uniform subset (see module)."""
 
     name = "seta"
-    required_tables: ClassVar[frozenset[str]] = frozenset({"loss"})
+    required_tables: ClassVar[frozenset[str]] = frozenset({"loss", "entropy"})  # entropy: recorded for every method
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
         rows = seta_rows(self.score(tables), num_keep, self._epoch, self._schedule, self.options, generator)
