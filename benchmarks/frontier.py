@@ -40,9 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality  # noqa: E402  (the tasks, options and per-run statistics are shared)
 import torch  # noqa: E402
-from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
 from emp_hf.schedule import EpochSchedule, StepCounter  # noqa: E402
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -122,38 +120,8 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
         fields["max_steps"] = pruned_steps(args, len(task.train), ratio)
     curve = not pruned and not baseline and args.task == "fashion"  # full data: is it at its plateau?
     with tempfile.TemporaryDirectory() as out:
-        config = EMPConfig(
-            output_dir=out,
-            num_train_epochs=args.epochs,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=256,
-            learning_rate=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_steps=args.warmup,
-            lr_scheduler_type="linear",
-            report_to=[],
-            save_strategy="no",
-            eval_strategy="epoch" if curve else "no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            use_cpu=args.device == "cpu",
-            bf16=args.bf16,
-            seed=seed,
-            dataloader_num_workers=args.workers,
-            pruning_warmup_epochs=args.pruning_warmup_epochs,
-            prune_ratio=ratio if pruned else None,
-            **fields,
-        )
-        trainer = EMPTrainer(
-            model=task.model(seed),
-            args=config,
-            train_dataset=task.train,
-            eval_dataset=task.test if curve else None,
-            data_collator=task.collator,
-            processing_class=task.processing_class,
-            compute_metrics=quality.compute_metrics,
-        )
-        trainer.remove_callback(PrinterCallback)
+        prune_ratio = ratio if pruned else None
+        trainer = quality.build_trainer(task, args, out, fields, prune_ratio, seed, eval_each_epoch=curve)
         start = time.perf_counter()
         output = trainer.train()
         wall = time.perf_counter() - start
@@ -175,7 +143,7 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             "curve": [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h][:-1]
             if curve
             else None,
-            **quality.frequency_stats(state, config),
+            **quality.frequency_stats(state, trainer.args),
         }
         del trainer
     gc.collect()

@@ -245,41 +245,56 @@ def compute_metrics(prediction: Any) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- one run
+def build_trainer(
+    task: Task,
+    args: argparse.Namespace,
+    output_dir: str,
+    fields: dict[str, Any],
+    prune_ratio: float | None,
+    seed: int,
+    eval_each_epoch: bool = False,
+) -> EMPTrainer:
+    """The `EMPTrainer` of one benchmark run (`fields`: `pruning_method` and any other `EMPConfig` field)."""
+    config = EMPConfig(
+        output_dir=output_dir,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=256,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        lr_scheduler_type="linear",
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="epoch" if eval_each_epoch else "no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=args.device == "cpu",
+        bf16=args.bf16,
+        seed=seed,
+        dataloader_num_workers=args.workers,
+        pruning_warmup_epochs=args.pruning_warmup_epochs,
+        prune_ratio=prune_ratio,
+        **fields,
+    )
+    trainer = EMPTrainer(
+        model=task.model(seed),
+        args=config,
+        train_dataset=task.train,
+        eval_dataset=task.test if eval_each_epoch else None,
+        data_collator=task.collator,
+        processing_class=task.processing_class,
+        compute_metrics=compute_metrics,
+    )
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm would print every log line
+    return trainer
+
+
 def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, Any], ratio: float, seed: int) -> dict:
     method = fields["pruning_method"]
     pruned = method != "none"
     with tempfile.TemporaryDirectory() as out:
-        config = EMPConfig(
-            output_dir=out,
-            num_train_epochs=args.epochs,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=256,
-            learning_rate=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_steps=args.warmup,
-            lr_scheduler_type="linear",
-            report_to=[],
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            use_cpu=args.device == "cpu",
-            bf16=args.bf16,
-            seed=seed,
-            dataloader_num_workers=args.workers,
-            pruning_warmup_epochs=args.pruning_warmup_epochs,
-            prune_ratio=ratio if pruned else None,
-            **{k: v for k, v in fields.items()},
-        )
-        trainer = EMPTrainer(
-            model=task.model(seed),
-            args=config,
-            train_dataset=task.train,
-            data_collator=task.collator,
-            processing_class=task.processing_class,
-            compute_metrics=compute_metrics,
-        )
-        trainer.remove_callback(PrinterCallback)  # disable_tqdm would print every log line
+        trainer = build_trainer(task, args, out, fields, ratio if pruned else None, seed)
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -300,7 +315,7 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             "train_seconds": wall,
             "train_loss": output.training_loss,
             "plan_sizes": state.epoch_plan_sizes,
-            **frequency_stats(state, config),
+            **frequency_stats(state, trainer.args),
         }
         del trainer
     gc.collect()

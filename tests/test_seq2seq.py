@@ -2,23 +2,11 @@
 
 import pytest
 import torch
-from helpers import make_prompt_completion_dataset, make_tiny_t5, make_word_tokenizer
+from helpers import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_t5, make_word_tokenizer
 from transformers import DataCollatorForSeq2Seq, HfArgumentParser
 
 from emp_hf.schedule import StepCounter
 from emp_hf.seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
-
-DEFAULTS = dict(
-    num_train_epochs=3,
-    per_device_train_batch_size=8,
-    learning_rate=1e-3,
-    report_to=[],
-    save_strategy="no",
-    logging_steps=1,
-    disable_tqdm=True,
-    use_cpu=True,
-    seed=0,
-)
 
 
 @pytest.fixture
@@ -37,7 +25,7 @@ def seq2seq_data():
 
 def make_trainer(tmp_path, seq2seq_data, **kwargs) -> EMPSeq2SeqTrainer:
     data, tokenizer = seq2seq_data
-    args = EMPSeq2SeqConfig(**{"output_dir": str(tmp_path / "out"), **DEFAULTS, **kwargs})
+    args = EMPSeq2SeqConfig(**{"output_dir": str(tmp_path / "out"), **TRAINING_DEFAULTS, **kwargs})
     model = make_tiny_t5(len(tokenizer))
     return EMPSeq2SeqTrainer(
         model=model,

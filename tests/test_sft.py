@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
+from helpers import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
 from transformers import HfArgumentParser
 
 trl = pytest.importorskip("trl")
@@ -14,19 +14,7 @@ from offline_data import sentiment_available  # noqa: E402
 from emp_hf.schedule import StepCounter  # noqa: E402
 from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer, causal_lm_stats  # noqa: E402
 
-SFT_DEFAULTS = dict(
-    num_train_epochs=3,
-    per_device_train_batch_size=8,
-    learning_rate=1e-3,
-    report_to=[],
-    save_strategy="no",
-    logging_steps=1,
-    disable_tqdm=True,
-    use_cpu=True,
-    seed=0,
-    bf16=False,
-    activation_checkpointing=False,
-)
+SFT_DEFAULTS = dict(TRAINING_DEFAULTS, bf16=False, activation_checkpointing=False)  # SFTConfig: bf16 on
 
 
 @pytest.fixture
