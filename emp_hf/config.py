@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -258,21 +258,8 @@ class PruningArguments:
 
     @property
     def pruning_options(self) -> PruningOptions:
-        """The options the strategies read."""
-        return PruningOptions(
-            prune_ratio=self.prune_ratio,
-            memory_weight=self.memory_weight,
-            epsilon=self.epsilon,
-            ucb_c=self.ucb_c,
-            emp_selection=self.emp_selection,
-            emp_temperature=self.emp_temperature,
-            emp_revisit_share=self.emp_revisit_share,
-            infobatch_match_budget=self.infobatch_match_budget,
-            seta_num_groups=self.seta_num_groups,
-            seta_window_scale=self.seta_window_scale,
-            seta_delta=self.seta_delta,
-            ucb_exploration=self.ucb_exploration,
-        )
+        """The options the strategies read: every `PruningOptions` field, taken from this config by name."""
+        return PruningOptions(**{option.name: getattr(self, option.name) for option in fields(PruningOptions)})
 
     @property
     def effective_pruning_seed(self) -> int:

@@ -359,6 +359,20 @@ def test_hf_argument_parser_flags():
     assert args.infobatch_match_budget is True
 
 
+def test_every_strategy_option_is_a_config_field_with_the_same_default(tmp_path):
+    import dataclasses
+
+    from emp_hf import PruningOptions
+
+    config = EMPConfig(output_dir=str(tmp_path), prune_ratio=0.5)
+    defaults = {f.name: f.default for f in dataclasses.fields(EMPConfig)}
+    for option in dataclasses.fields(PruningOptions):
+        assert option.name in defaults, f"PruningOptions.{option.name} has no EMPConfig field"
+        if option.name != "prune_ratio":  # None in the config: resolved per method when it is built
+            assert defaults[option.name] == option.default, option.name
+    assert config.pruning_options == PruningOptions(prune_ratio=0.5)
+
+
 def test_a_strategy_registered_after_import_is_a_command_line_choice(tmp_path):
     from transformers import HfArgumentParser
 
