@@ -282,14 +282,7 @@ def plot(rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    import datasets
-
-    datasets.disable_progress_bars()
+    quality.quiet_runs(args)
     setting = {**quality.setting_of(args), "arch": args.arch if args.task == "fashion" else None}
     if args.freeze_layers:
         setting["freeze_layers"] = args.freeze_layers

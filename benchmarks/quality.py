@@ -508,8 +508,8 @@ def plot(records: list[dict], rows: list[dict], task: str, plot_dir: Path) -> li
 
 
 # ---------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
+def quiet_runs(args: argparse.Namespace) -> None:
+    """Torch threads as asked; no transformers warnings or datasets progress bars between the result lines."""
     if args.threads:
         torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -518,6 +518,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import datasets
 
     datasets.disable_progress_bars()
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    quiet_runs(args)
 
     setting = setting_of(args)
     prefix = Path(args.out)

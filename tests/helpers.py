@@ -35,7 +35,10 @@ def make_text_dataset(n: int = 96, seq_len: int = 12, seed: int = 0) -> datasets
     return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()})
 
 
-def make_bert(num_labels: int = 2, seed: int = 0, **kwargs) -> BertForSequenceClassification:
+def make_bert(
+    num_labels: int = 2, seed: int = 0, model_class: type = BertForSequenceClassification, **kwargs
+) -> BertForSequenceClassification:
+    """A 1-layer BERT with a `model_class` head (sequence classification by default)."""
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=VOCAB,
@@ -47,7 +50,7 @@ def make_bert(num_labels: int = 2, seed: int = 0, **kwargs) -> BertForSequenceCl
         num_labels=num_labels,
         **kwargs,
     )
-    return BertForSequenceClassification(config)
+    return model_class(config)
 
 
 def make_image_dataset(n: int = 64, size: int = 8, seed: int = 0) -> datasets.Dataset:

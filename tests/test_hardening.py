@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import PRUNING_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
-from transformers import BertConfig, BertForTokenClassification, Trainer, TrainingArguments
+from transformers import BertForTokenClassification, Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, cli
 from emp_hf.data import add_row_index
@@ -68,17 +68,7 @@ def _token_dataset(n: int = 32, seq_len: int = 8, unlabelled=(3, 10)) -> dataset
 
 
 def _token_model() -> BertForTokenClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
-    return BertForTokenClassification(config)
+    return make_bert(model_class=BertForTokenClassification)
 
 
 @pytest.mark.parametrize(("method", "extra"), [("infobatch", {}), ("emp", {"emp_selection": "soft"})])
