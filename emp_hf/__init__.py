@@ -4,7 +4,7 @@ from .config import EMPConfig, PruningArguments
 from .data import RowIndexCollator, RowIndexedDataset, add_row_index
 from .record import PruningRecord, export_pruning_record, load_pruning_record, select_rows
 from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
-from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, register_strategy
+from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, StrategyOptions, register_strategy
 from .tracker import PruningState
 from .trainer import EMPTrainer, PruningMixin
 
@@ -38,6 +38,7 @@ __all__ = [
     "RowIndexCollator",
     "RowIndexedDataset",
     "Selection",
+    "StrategyOptions",
     "add_row_index",
     "export_pruning_record",
     "load_pruning_record",

@@ -40,18 +40,13 @@ RecordSource = Literal["record_dir", "training_output", "hub"]
 #: The files of a record directory (what is uploaded and downloaded).
 RECORD_PATTERNS = [RECORD_FILE, ROWS_FILE, PLANS_FILE, CARD_FILE, f"{PLOTS_DIR}/*.png"]
 
-#: `EMPConfig` fields stored as a record's `options` when an `EMPConfig` is passed as `options`.
+#: `EMPConfig` fields stored as a record's `options` when an `EMPConfig` is passed as `options` (with every
+#: field of its `strategy_options`).
 PRUNING_ARG_FIELDS = (
     "pruning_method",
-    "prune_ratio",
     "pruning_warmup_epochs",
     "pruning_anneal_fraction",
-    "memory_weight",
-    "emp_selection",
     "ema_decay",
-    "ucb_c",
-    "epsilon",
-    "infobatch_match_budget",
     "effective_pruning_seed",
     "num_train_epochs",
     "max_steps",
@@ -589,8 +584,9 @@ def _dataset_identity(dataset: Any) -> dict[str, Any]:
 def _options_dict(options: Any) -> dict[str, Any]:
     if options is None:
         return {}
-    if hasattr(options, "pruning_options") and hasattr(options, "pruning_method"):  # an EMPConfig
-        return _jsonable({name: getattr(options, name) for name in PRUNING_ARG_FIELDS if hasattr(options, name)})
+    if hasattr(options, "strategy_options") and hasattr(options, "pruning_method"):  # an EMPConfig
+        config = {name: getattr(options, name) for name in PRUNING_ARG_FIELDS if hasattr(options, name)}
+        return _jsonable({**config, **dataclasses.asdict(options.strategy_options)})
     if dataclasses.is_dataclass(options) and not isinstance(options, type):
         return _jsonable(dataclasses.asdict(options))
     if isinstance(options, Mapping):

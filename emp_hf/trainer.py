@@ -35,7 +35,8 @@ from .losses import (
 )
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter
-from .strategies import PruningOptions, build_strategy
+from .strategies import build_strategy
+from .strategies.base import option_defaults
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
@@ -90,7 +91,7 @@ class PruningMixin(TrainerLoopHooks):
             self.train_dataset = add_row_index(self.train_dataset, args.pruning_index_column)
         self.per_example_loss_func = per_example_loss_func
         self._check_sampling_strategy()
-        self.strategy = build_strategy(args.pruning_method, args.pruning_options)
+        self.strategy = build_strategy(args.pruning_method, args.strategy_options)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
         self._problem_type: str | None = None
@@ -135,7 +136,7 @@ class PruningMixin(TrainerLoopHooks):
             pruning_warmup_epochs=args.pruning_warmup_epochs,
             pruning_anneal_fraction=args.pruning_anneal_fraction,
             ema_decay=args.ema_decay,
-            **asdict(args.pruning_options),
+            **asdict(self.strategy.options),
         )
         return state
 
@@ -144,7 +145,7 @@ class PruningMixin(TrainerLoopHooks):
         expected = dict(self.pruning_state.metadata)
         load_pruning_state(self.pruning_state, checkpoint)
         # Options added after a checkpoint was written count as their defaults.
-        saved = {**asdict(PruningOptions()), **self.pruning_state.metadata}
+        saved = {**option_defaults(type(self.strategy.options)), **self.pruning_state.metadata}
         differences = [
             f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
             for key, value in expected.items()

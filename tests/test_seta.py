@@ -17,7 +17,7 @@ import torch
 from emp_hf import EMPConfig
 from emp_hf.sampler import EpochPlanner
 from emp_hf.schedule import EpochSchedule
-from emp_hf.strategies import PruningOptions, build_strategy
+from emp_hf.strategies import PruningOptions, SeTaOptions, build_strategy
 from emp_hf.strategies.seta import (
     seta_partial_anneal,
     seta_subset_size,
@@ -264,9 +264,11 @@ def test_config_hands_the_options_to_the_strategy(tmp_path):
         seta_delta=0.9,
         ucb_exploration="visits",
     )
-    options = config.pruning_options
+    options = config.strategy_options
+    assert type(options) is SeTaOptions
     assert (options.seta_num_groups, options.seta_window_scale, options.seta_delta) == (10, 0.5, 0.9)
-    assert options.ucb_exploration == "visits"
+    assert not hasattr(options, "ucb_exploration")  # UCB's option is not SeTa's
+    assert config.ucb_exploration == "visits"
     assert config.pruning_anneal_fraction == 0.0  # SeTa anneals by its own partial annealing (seta_delta)
 
 

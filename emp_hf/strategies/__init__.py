@@ -1,20 +1,32 @@
 """Pruning strategies: one module per method, looked up by name in `STRATEGIES`.
 
-A new method is one new file: subclass `PruningStrategy`, decorate it with `@register_strategy`, and
-import the module below.
+A new method is one new file: subclass `PruningStrategy` (with its options as a `StrategyOptions` dataclass in
+`options_class`, if it has any), decorate it with `@register_strategy`, and import the module below.
 """
 
 from __future__ import annotations
 
-from . import emp, epsilon_greedy, infobatch, none, seta, ucb, uniform  # noqa: E402, F401  (registers them)
-from .base import PruningOptions, PruningStrategy, Selection
+from . import emp, epsilon_greedy, infobatch, none, seta, ucb, uniform  # noqa: F401  (registers them)
+from .base import PruningStrategy, Selection, StrategyOptions
+from .emp import EMPOptions
+from .epsilon_greedy import EpsilonGreedyOptions
+from .infobatch import InfoBatchOptions
+from .options import PruningOptions
 from .registry import STRATEGIES, build_strategy, register_strategy
+from .seta import SeTaOptions
+from .ucb import UCBOptions
 
 __all__ = [
     "STRATEGIES",
+    "EMPOptions",
+    "EpsilonGreedyOptions",
+    "InfoBatchOptions",
     "PruningOptions",
     "PruningStrategy",
+    "SeTaOptions",
     "Selection",
+    "StrategyOptions",
+    "UCBOptions",
     "build_strategy",
     "register_strategy",
 ]

@@ -1,10 +1,12 @@
-"""The strategy interface, the options every strategy reads, and the selection helpers they share."""
+"""The strategy interface, the base of every strategy's options, and the selection helpers strategies share."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -16,22 +18,88 @@ Tables = dict[str, torch.Tensor]
 ALL_TABLES = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score", "weight", "frequency", "last_epoch"})
 
 
-@dataclass(frozen=True)
-class PruningOptions:
-    """The strategy-facing subset of `EMPConfig` (see `docs/methods.md` for each option)."""
+OptionsT = TypeVar("OptionsT", bound="StrategyOptions")
+#: The share of the rows a pruned epoch skips unless `prune_ratio` says otherwise.
+DEFAULT_PRUNE_RATIO = 0.5
 
-    prune_ratio: float = 0.5
-    memory_weight: float = 1.0
-    epsilon: float = 0.1
-    ucb_c: float = 1.0
-    emp_selection: str = "sample"
-    emp_temperature: float = 1.0
-    emp_revisit_share: float = 0.5
-    infobatch_match_budget: bool = False
-    seta_num_groups: int = 5
-    seta_window_scale: float = 0.9
-    seta_delta: float = 0.875
-    ucb_exploration: str = "variance"
+
+@dataclass
+class StrategyOptions:
+    """The options a strategy reads, as a dataclass: each strategy declares its own subclass as `options_class`.
+
+    Fields carry their `help` (and `choices`) in `field(metadata=...)`, as `TrainingArguments` does: the built-in
+    strategies' options are inherited by `PruningArguments`, so each is defined once and is a command-line flag.
+    A subclass checks its fields in `validate_options` (calling `super().validate_options()`), which runs when
+    the options are built, and raises `invalid_option(self, name, message)` for a bad value.
+    """
+
+    prune_ratio: float = field(
+        default=DEFAULT_PRUNE_RATIO, metadata={"help": "Fraction of the rows a pruned epoch skips, in [0, 1)."}
+    )
+
+    def __post_init__(self) -> None:
+        self.validate_options()
+        base_post_init = getattr(super(), "__post_init__", None)
+        if base_post_init is not None:  # cooperative: a TrainingArguments class that inherits the options
+            base_post_init()
+
+    def validate_options(self) -> None:
+        """Raise a one-line `ValueError` naming the first invalid field."""
+        check_number(self, "prune_ratio", 0.0, 1.0, high_open=True)
+
+    @classmethod
+    def from_values(cls: type[OptionsT], source: object = None, /, **overrides: Any) -> OptionsT:
+        """These options, each field taken by name from `source` (a config or other options) unless overridden.
+
+        Fields `source` lacks keep their defaults; `overrides` must name fields of `cls`.
+        """
+        if type(source) is cls and not overrides:
+            return source
+        names = [option.name for option in fields(cls) if option.init]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no option {', '.join(unknown)}; its options are {names}.")
+        values = {name: getattr(source, name) for name in names if source is not None and hasattr(source, name)}
+        return cls(**{**values, **overrides})
+
+
+def option_defaults(options_class: type[StrategyOptions]) -> dict[str, Any]:
+    """The default of each field of `options_class` that has one."""
+    defaults = {}
+    for option in fields(options_class):
+        if option.default is not MISSING:
+            defaults[option.name] = option.default
+        elif option.default_factory is not MISSING:
+            defaults[option.name] = option.default_factory()
+    return defaults
+
+
+def invalid_option(options: object, name: str, message: str) -> ValueError:
+    """`ValueError("<Class>.<name>=<value> is invalid: <message>")`, the one-line form of every option error."""
+    return ValueError(f"{type(options).__name__}.{name}={getattr(options, name)!r} is invalid: {message}")
+
+
+def is_number(value: object) -> bool:
+    """A real number (an int or float, not a bool), NaN excluded."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_number(
+    options: object, name: str, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raise `invalid_option` unless `options.<name>` is a number in the interval from `low` to `high`."""
+    value = getattr(options, name)
+    above = is_number(value) and (value > low if low_open else value >= low)
+    below = is_number(value) and (value < high if high_open else value <= high)
+    if not (above and below):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise invalid_option(options, name, f"it must be a number in {interval}.")
+
+
+def check_choice(options: object, name: str, choices: Sequence[str]) -> None:
+    """Raise `invalid_option` unless `options.<name>` is one of `choices`."""
+    if getattr(options, name) not in choices:
+        raise invalid_option(options, name, f"choose one of {list(choices)}.")
 
 
 @dataclass
@@ -46,7 +114,9 @@ class PruningStrategy(ABC):
     """Decides the rows of a pruned epoch from the per-row tables of a `PruningState`.
 
     Subclasses set `name`, implement `score` and `select`, and register themselves with
-    `@register_strategy`. `select` must draw every random number from `generator`.
+    `@register_strategy`; a strategy with options of its own names their dataclass in `options_class` (a
+    `StrategyOptions` subclass) and reads them from `self.options`. `select` must draw every random number from
+    `generator`.
 
     `select` and `score` receive the tables on the training device, in their stored dtypes (`frequency` and
     `last_epoch` are int16 or int32), with `generator` on that device: create tensors on `score.device` and draw
@@ -54,6 +124,8 @@ class PruningStrategy(ABC):
     """
 
     name: ClassVar[str]
+    #: The dataclass of the options this strategy reads (`self.options` is one).
+    options_class: ClassVar[type[StrategyOptions]] = StrategyOptions
     #: Whether `select` may return loss weights (the trainer then reweights the per-example loss).
     uses_weights: ClassVar[bool] = False
     #: Whether the number of rows a pruned epoch visits is known before the epoch (exactly `num_keep`).
@@ -64,8 +136,10 @@ class PruningStrategy(ABC):
     #: Only these are kept (at 4 bytes per row each), plus "frequency" and "last_epoch" (2 bytes each), always.
     required_tables: ClassVar[frozenset[str]] = ALL_TABLES
 
-    def __init__(self, options: PruningOptions) -> None:
-        self.options = options
+    def __init__(self, options: object = None, /, **overrides: Any) -> None:
+        """`options`: an `options_class` instance, or any object (a config, `PruningOptions`) to take its fields
+        from by name; `overrides`: field values that win over both."""
+        self.options = self.options_class.from_values(options, **overrides)
 
     def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:  # noqa: B027  (optional hook)
         """Called by the planner right before `score`/`select` of `epoch`; a no-op unless a rule needs the epoch."""

@@ -9,6 +9,7 @@ scores into the `K` rows of an epoch (see `docs/methods.md` for the evidence beh
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,18 +17,66 @@ from .base import (
     PruningStrategy,
     Selection,
     Tables,
+    check_choice,
+    check_number,
     greedy_with_exploration,
+    invalid_option,
     rank_descending,
     soft_prune,
     top_k,
 )
+from .epsilon_greedy import EpsilonGreedyOptions
 from .registry import register_strategy
-from .seta import EpochAware, seta_rows
+from .seta import EpochAware, SeTaOptions, seta_rows
 
 EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft", "spaced", "window")
 
 #: Default share of a `"spaced"` epoch given to the least recently visited rows (`EMPConfig.emp_revisit_share`).
 SPACED_COVERAGE_SHARE = 0.5
+
+
+@dataclass
+class EMPOptions(SeTaOptions, EpsilonGreedyOptions):
+    """EMP's options; `emp_selection="epsilon_greedy"` reads `epsilon` and `"window"` SeTa's options too."""
+
+    memory_weight: float = field(
+        default=1.0, metadata={"help": "EMP's beta: score = loss + memory_weight * predictive entropy."}
+    )
+    emp_selection: str = field(
+        default="sample",
+        metadata={
+            "help": "How EMP turns scores into an epoch's rows: 'sample' (proportional to score), 'spaced' (half "
+            "the longest-unvisited rows, half sampled by score), 'topk', 'epsilon_greedy' or 'soft' (InfoBatch's "
+            "rule on the EMP score, budget-matched) or 'window' (SeTa's sliding window over EMP-score groups).",
+            "choices": list(EMP_SELECTIONS),
+        },
+    )
+    emp_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Temperature of EMP's score sampling ('sample' and the sampled part of 'spaced'): a row is drawn "
+            "with probability proportional to score ** (1 / emp_temperature). Below 1 sharpens toward top-k, above 1 "
+            "flattens toward uniform. Must be > 0."
+        },
+    )
+    emp_revisit_share: float = field(
+        default=SPACED_COVERAGE_SHARE,
+        metadata={
+            "help": "'spaced' only: share of a pruned epoch given to the least recently visited rows, in (0, 1]. "
+            "Every row is revisited at least once in any ceil(N / ceil(share * K)) pruned epochs."
+        },
+    )
+
+    def validate_options(self) -> None:
+        super().validate_options()
+        check_number(self, "memory_weight", 0.0, math.inf, high_open=True)
+        check_choice(self, "emp_selection", EMP_SELECTIONS)
+        check_number(self, "emp_temperature", 0.0, math.inf, low_open=True, high_open=True)
+        if self.emp_revisit_share == 0:
+            raise invalid_option(
+                self, "emp_revisit_share", "it must be > 0 (use emp_selection='sample' for no revisit queue)."
+            )
+        check_number(self, "emp_revisit_share", 0.0, 1.0, low_open=True)
 
 
 def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
@@ -84,6 +133,8 @@ def spaced_selection(
 @register_strategy
 class EnhanceMemoryPruning(EpochAware, PruningStrategy):
     name = "emp"
+    options_class = EMPOptions
+    options: EMPOptions
 
     @property
     def uses_weights(self) -> bool:  # type: ignore[override]
@@ -122,4 +173,4 @@ class EnhanceMemoryPruning(EpochAware, PruningStrategy):
             return Selection(rows=rows)
         if rule == "window":  # SeTa's sliding window, over groups of the EMP score instead of the loss
             return Selection(rows=seta_rows(score, num_keep, self._epoch, self._schedule, self.options, generator))
-        raise ValueError(f"Unknown emp_selection {rule!r}; choose one of {EMP_SELECTIONS}.")
+        raise invalid_option(self.options, "emp_selection", f"choose one of {list(EMP_SELECTIONS)}.")

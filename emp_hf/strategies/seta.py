@@ -19,14 +19,53 @@ saving of a pruned epoch, as everywhere else in the library.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import ClassVar
 
 import torch
 
 from ..schedule import EpochSchedule
-from .base import PruningOptions, PruningStrategy, Selection, Tables
+from .base import PruningStrategy, Selection, StrategyOptions, Tables, check_number, invalid_option
 from .registry import register_strategy
+
+
+@dataclass
+class SeTaOptions(StrategyOptions):
+    """SeTa's options (also read by `emp_selection="window"`, SeTa's window over the EMP score)."""
+
+    seta_num_groups: int = field(
+        default=5,
+        metadata={"help": "SeTa (and emp_selection='window'): G, the loss groups of the uniform subset, >= 1."},
+    )
+    seta_window_scale: float = field(
+        default=0.9,
+        metadata={
+            "help": "SeTa: the window keeps w = round(G * seta_window_scale) consecutive groups, easy to hard; "
+            "1 <= w <= G. prune_ratio stays the saving of a pruned epoch (the subset size follows from it)."
+        },
+    )
+    seta_delta: float = field(
+        default=0.875,
+        metadata={
+            "help": "SeTa: epochs with epoch + 1 > seta_delta * num_epochs draw a uniform subset (partial "
+            "annealing), in (0, 1]."
+        },
+    )
+
+    def validate_options(self) -> None:
+        super().validate_options()
+        groups = self.seta_num_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise invalid_option(self, "seta_num_groups", "it must be a whole number of groups >= 1.")
+        check_number(self, "seta_window_scale", 0.0, 1.0, low_open=True)
+        if not 1 <= seta_window_size(groups, self.seta_window_scale) <= groups:
+            raise invalid_option(
+                self,
+                "seta_window_scale",
+                f"round({groups} * {self.seta_window_scale}) = 0 groups; raise it or seta_num_groups.",
+            )
+        check_number(self, "seta_delta", 0.0, 1.0, low_open=True)
 
 
 def seta_window_size(num_groups: int, window_scale: float) -> int:
@@ -78,7 +117,7 @@ def seta_rows(
     num_keep: int,
     epoch: int | None,
     schedule: EpochSchedule | None,
-    options: PruningOptions,
+    options: SeTaOptions,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """The rows of a pruned `epoch` under SeTa's rule (window, or uniform once partial annealing starts)."""
@@ -106,6 +145,8 @@ class ScaleEfficientTraining(EpochAware, PruningStrategy):
     """Score: the last observed loss. Keeps a sliding window of loss groups of a uniform subset (see module)."""
 
     name = "seta"
+    options_class = SeTaOptions
+    options: SeTaOptions
     required_tables: ClassVar[frozenset[str]] = frozenset({"loss", "entropy"})  # entropy: recorded for every method
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:

@@ -9,14 +9,46 @@ picked is never observed again, so its bound never moves and the first picks are
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
-from .base import PruningStrategy, Selection, Tables, top_k
+from .base import (
+    PruningStrategy,
+    Selection,
+    StrategyOptions,
+    Tables,
+    check_choice,
+    check_number,
+    invalid_option,
+    top_k,
+)
 from .registry import register_strategy
 from .seta import EpochAware
 
 UCB_EXPLORATIONS = ("variance", "visits")
+
+
+@dataclass
+class UCBOptions(StrategyOptions):
+    """UCB's exploration weight and term."""
+
+    ucb_c: float = field(
+        default=1.0, metadata={"help": "UCB exploration weight: score = mean + ucb_c * exploration term."}
+    )
+    ucb_exploration: str = field(
+        default="variance",
+        metadata={
+            "help": "UCB's exploration term: 'variance' (ucb_c * EMA std, the specification) or 'visits' "
+            "(ucb_c * sqrt(ln t / visits), UCB1: rows left out come back).",
+            "choices": list(UCB_EXPLORATIONS),
+        },
+    )
+
+    def validate_options(self) -> None:
+        super().validate_options()
+        check_number(self, "ucb_c", 0.0, math.inf, high_open=True)
+        check_choice(self, "ucb_exploration", UCB_EXPLORATIONS)
 
 
 def visit_bonus(frequency: torch.Tensor, round_index: int) -> torch.Tensor:
@@ -31,6 +63,8 @@ class UpperConfidenceBound(EpochAware, PruningStrategy):
     """Score: `ema_mean` plus `ucb_c` times the exploration term of `ucb_exploration`. Keeps the `K` highest."""
 
     name = "ucb"
+    options_class = UCBOptions
+    options: UCBOptions
     required_tables = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score"})
 
     def score(self, tables: Tables) -> torch.Tensor:
@@ -41,8 +75,7 @@ class UpperConfidenceBound(EpochAware, PruningStrategy):
             bonus = visit_bonus(tables["frequency"], self._epoch + 1)
             return mean + self.options.ucb_c * bonus.to(mean.dtype)
         if self.options.ucb_exploration != "variance":
-            choice = self.options.ucb_exploration
-            raise ValueError(f"Unknown ucb_exploration {choice!r}; choose one of {UCB_EXPLORATIONS}.")
+            raise invalid_option(self.options, "ucb_exploration", f"choose one of {list(UCB_EXPLORATIONS)}.")
         return mean + self.options.ucb_c * tables["ema_var"].sqrt()
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
