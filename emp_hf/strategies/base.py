@@ -153,6 +153,16 @@ class PruningStrategy(ABC):
         """Choose the rows of a pruned epoch that visits `num_keep` of the `N` rows."""
 
 
+class EpochAware:
+    """Mixin: keeps the epoch and schedule that `set_epoch` hands over."""
+
+    _epoch: int | None = None
+    _schedule: EpochSchedule | None = None
+
+    def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:
+        self._epoch, self._schedule = epoch, schedule
+
+
 def rank_descending(score: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Row indices by descending score, NaN (never observed) first, ties broken by `generator`."""
     perm = torch.randperm(score.numel(), generator=generator, device=generator.device)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import (
+    EpochAware,
     PruningStrategy,
     Selection,
     Tables,
@@ -27,7 +28,7 @@ from .base import (
 )
 from .epsilon_greedy import EpsilonGreedyOptions
 from .registry import register_strategy
-from .seta import EpochAware, SeTaOptions, seta_rows
+from .seta import SeTaOptions, seta_rows
 
 EMP_SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft", "spaced", "window")
 

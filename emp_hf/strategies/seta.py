@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 
 from ..schedule import EpochSchedule
-from .base import PruningStrategy, Selection, StrategyOptions, Tables, check_number, invalid_option
+from .base import EpochAware, PruningStrategy, Selection, StrategyOptions, Tables, check_number, invalid_option
 from .registry import register_strategy
 
 
@@ -128,16 +128,6 @@ def seta_rows(
     window = seta_window_size(options.seta_num_groups, options.seta_window_scale)
     step = epoch - schedule.warmup_epochs
     return sliding_window_selection(score, num_keep, step, options.seta_num_groups, window, generator)
-
-
-class EpochAware:
-    """Mixin: keeps the epoch and schedule that `set_epoch` hands over."""
-
-    _epoch: int | None = None
-    _schedule: EpochSchedule | None = None
-
-    def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:
-        self._epoch, self._schedule = epoch, schedule
 
 
 @register_strategy

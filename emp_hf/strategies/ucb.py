@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import (
+    EpochAware,
     PruningStrategy,
     Selection,
     StrategyOptions,
@@ -24,7 +25,6 @@ from .base import (
     top_k,
 )
 from .registry import register_strategy
-from .seta import EpochAware
 
 UCB_EXPLORATIONS = ("variance", "visits")
 
