@@ -177,3 +177,17 @@ def test_a_checkpoint_holding_every_builtin_option_still_resumes(tmp_path, text_
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset)
     trainer.train(resume_from_checkpoint=checkpoint)
     assert "ucb_c" not in trainer.pruning_state.metadata
+
+
+def test_the_options_table_in_the_docs_names_every_pruning_option():
+    from pathlib import Path
+
+    from transformers import TrainingArguments
+
+    table = (Path(__file__).parent.parent / "docs" / "methods.md").read_text()
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    hub_and_resume = ("push_pruning_record", "pruning_record_", "ignore_pruning_state_mismatch")
+    for option in dataclasses.fields(EMPConfig):
+        if option.name in base or option.name.startswith(hub_and_resume):
+            continue
+        assert f"| `{option.name}` |" in table, f"docs/methods.md's options table has no row for {option.name}"
