@@ -14,17 +14,9 @@ from huggingface_hub import DatasetCard, constants
 
 import emp_hf
 from emp_hf import EMPTrainer, PruningOptions, PruningState
-from emp_hf.record import (
-    RECORD_FILE,
-    DatasetMismatchError,
-    PruningRecord,
-    RecordOfflineError,
-    export_pruning_record,
-    load_pruning_record,
-    record_from_trainer,
-    save_pruning_record,
-    select_rows,
-)
+from emp_hf.export import export_pruning_record, record_from_trainer, save_pruning_record
+from emp_hf.load import load_pruning_record, select_rows
+from emp_hf.record import RECORD_FILE, DatasetMismatchError, PruningRecord, RecordOfflineError
 
 N = 20
 
