@@ -2,7 +2,9 @@
 
 from .config import EMPConfig, PruningArguments
 from .data import RowIndexCollator, RowIndexedDataset, add_row_index
-from .record import PruningRecord, export_pruning_record, load_pruning_record, select_rows
+from .export import export_pruning_record, save_pruning_record
+from .load import load_pruning_record, select_rows
+from .record import PruningRecord
 from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
 from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, StrategyOptions, register_strategy
 from .tracker import PruningState
@@ -43,5 +45,6 @@ __all__ = [
     "export_pruning_record",
     "load_pruning_record",
     "register_strategy",
+    "save_pruning_record",
     "select_rows",
 ]

@@ -20,14 +20,9 @@ from typing import Any
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from .record import (
-    QUANTILE_LABELS,
-    PruningRecord,
-    is_record_dir,
-    load_pruning_record,
-    record_from_output_dir,
-    save_pruning_record,
-)
+from .export import record_from_output_dir, save_pruning_record
+from .load import load_pruning_record
+from .record import QUANTILE_LABELS, PruningRecord, is_record_dir
 
 
 def build_parser() -> argparse.ArgumentParser:

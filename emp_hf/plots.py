@@ -15,7 +15,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("emp_hf.plots needs matplotlib: pip install 'emp_hf[plots]'") from error
 
-from .record import PruningRecord, export_pruning_record
+from .record import PruningRecord
 from .tracker import PruningState
 
 FULL_COLOR = "#4c72b0"
@@ -23,7 +23,7 @@ PRUNED_COLOR = "#dd8452"
 
 
 def _as_record(obj: PruningRecord | PruningState) -> PruningRecord:
-    return export_pruning_record(obj) if isinstance(obj, PruningState) else obj
+    return PruningRecord.from_state(obj) if isinstance(obj, PruningState) else obj
 
 
 def plot_frequency_histogram(record: PruningRecord | PruningState) -> Figure:

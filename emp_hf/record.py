@@ -1,10 +1,10 @@
-"""The pruning record of a run: which rows each epoch trained on and the per-row statistics behind it.
+"""The pruning record of a run and its directory format.
 
-A record is exported from a `PruningState` (`export_pruning_record`), saved as a small dataset directory
-(`rows.parquet`, `plans.parquet`, a dataset card `README.md` and `pruning_record.json`, see
-`save_pruning_record`), pushed to the Hub (`emp_hf.hub.push_pruning_record`) and loaded back from a
-directory or a Hub dataset repo (`load_pruning_record`). `select_rows` then re-creates an epoch's subset, or
-a static top-k coreset, from the training dataset. See `docs/hub.md`.
+A `PruningRecord` says which rows each epoch trained on and holds the per-row statistics behind it. It is
+built from a `PruningState` (`PruningRecord.from_state`) and saved as a small dataset directory
+(`rows.parquet`, `plans.parquet`, `pruning_record.json` and a dataset card `README.md`: `PruningRecord.save`,
+`read_record_dir`). Exporting a run is `emp_hf.export`, the Hub is `emp_hf.hub`, loading from anywhere and
+selecting rows is `emp_hf.load`. See `docs/hub.md`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import torch
 from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .checkpoint import find_pruning_state, read_pruning_state
-from .losses import model_name_of
 from .tracker import PruningState
 
 RECORD_FORMAT_VERSION = 1
@@ -80,6 +78,93 @@ class PruningRecord:
     rows: datasets.Dataset
     plans: datasets.Dataset
     metadata: dict[str, Any]
+
+    # ------------------------------------------------------------------ from a run
+    @classmethod
+    def from_state(
+        cls,
+        state: PruningState,
+        *,
+        dataset: Any = None,
+        model_name: str | None = None,
+        options: Any = None,
+    ) -> PruningRecord:
+        """The record of a `PruningState` (e.g. `trainer.pruning_state`).
+
+        Args:
+            state: the run's per-row statistics and per-epoch plans.
+            dataset: the training dataset, for its identity (name, config, split, length). The recorded
+                fingerprint is the one the trainer stored at training time (`state.metadata`); the dataset's
+                own is used only when the state has none. Its length must be `state.num_rows`.
+            model_name: the model's name or path (recorded in the card).
+            options: the pruning options (an `EMPConfig`, a `PruningOptions`, a dataclass or a mapping),
+                merged over the options `EMPTrainer` stores in `state.metadata`.
+        """
+        from . import __version__
+
+        n = state.num_rows
+        if dataset is not None and len(dataset) != n:
+            raise ValueError(
+                f"The dataset has {len(dataset)} rows but the pruning state has {n}: pass the training dataset."
+            )
+        tables = state.cpu_tables()
+        for name in ("score", "loss", "entropy", "ema_mean"):  # tables the strategy did not keep: NaN columns
+            tables.setdefault(name, torch.full((n,), float("nan")))
+        kept = state.kept_in_epoch().numpy()  # [E, N]
+
+        row_of_visit, epoch_of_visit = np.nonzero(kept.T)  # row-major: by row, then by epoch
+        kept_offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(row_of_visit, minlength=n), out=kept_offsets[1:])
+        rows_table = pa.table(
+            {
+                "row_index": pa.array(np.arange(n, dtype=np.int64)),
+                "frequency": pa.array(tables["frequency"].numpy().astype(np.int64)),
+                "score": pa.array(tables["score"].numpy().astype(np.float32)),
+                "loss": pa.array(tables["loss"].numpy().astype(np.float32)),
+                "entropy": pa.array(tables["entropy"].numpy().astype(np.float32)),
+                "ema_mean": pa.array(tables["ema_mean"].numpy().astype(np.float32)),
+                "last_epoch": pa.array(tables["last_epoch"].numpy().astype(np.int64)),
+                "kept_epochs": pa.ListArray.from_arrays(
+                    pa.array(kept_offsets), pa.array(epoch_of_visit.astype(np.int32))
+                ),
+            }
+        )
+        sizes = [len(p) for p in state.plans]
+        plan_offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
+        np.cumsum(sizes, out=plan_offsets[1:])
+        plan_values = (
+            torch.cat([p.long() for p in state.plans]).numpy() if state.plans else np.zeros(0, dtype=np.int64)
+        )
+        plans_table = pa.table(
+            {
+                "epoch": pa.array(np.arange(len(sizes), dtype=np.int32)),
+                "rows": pa.ListArray.from_arrays(pa.array(plan_offsets), pa.array(plan_values.astype(np.int64))),
+                "size": pa.array(np.asarray(sizes, dtype=np.int64)),
+                "kept_fraction": pa.array(np.asarray(sizes, dtype=np.float64) / n),
+            }
+        )
+
+        identity = _dataset_identity(dataset)
+        fingerprint = state.metadata.get("dataset_fingerprint") or identity.pop("fingerprint", None)
+        identity.pop("fingerprint", None)
+        stored = {k: v for k, v in state.metadata.items() if k != "dataset_fingerprint"}  # the trainer's options
+        option_dict = {**_options_dict(stored), **_options_dict(options)}
+        metadata: dict[str, Any] = {
+            "format_version": RECORD_FORMAT_VERSION,
+            "emp_hf_version": __version__,
+            "pruning_method": state.metadata.get("pruning_method", option_dict.get("pruning_method")),
+            "prune_ratio": state.metadata.get("prune_ratio", option_dict.get("prune_ratio")),
+            "options": option_dict,
+            "model_name": model_name or state.metadata.get("model_name"),
+            "dataset": {"fingerprint": fingerprint, "num_rows": n, **identity},
+            "num_rows": n,
+            "num_epochs": len(sizes),
+            "plan_sizes": sizes,
+            "realized_saving": state.realized_saving(),
+            "nonfinite_losses": int(state.nonfinite_count.item()),
+            "ema_decay": state.ema_decay,
+        }
+        return cls(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -156,9 +241,22 @@ class PruningRecord:
         """See `summarize_pruning_record`."""
         return summarize_pruning_record(self)
 
-    def save(self, directory: str | os.PathLike, *, plots: bool = False) -> str:
-        """See `save_pruning_record`."""
-        return save_pruning_record(self, directory, plots=plots)
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False, images: Sequence[str] = ()) -> str:
+        """Write the record to `directory`: `rows.parquet`, `plans.parquet`, `pruning_record.json` and the
+        dataset card `README.md`, which embeds `images` (paths relative to `directory`). Returns the directory.
+
+        A `README.md` that is not a pruning record's card is never replaced unless `overwrite=True` (see
+        `check_record_target`). `emp_hf.export.save_pruning_record` also draws the pictures."""
+        directory = os.fspath(directory)
+        check_record_target(directory, overwrite=overwrite)
+        os.makedirs(directory, exist_ok=True)
+        _write_parquet(self.rows, os.path.join(directory, ROWS_FILE))
+        _write_parquet(self.plans, os.path.join(directory, PLANS_FILE))
+        with open(os.path.join(directory, RECORD_FILE), "w") as f:
+            json.dump(_jsonable(self.metadata), f, indent=2, sort_keys=True)
+            f.write("\n")
+        self.card(plots=images).save(os.path.join(directory, CARD_FILE))
+        return directory
 
     def __repr__(self) -> str:
         method = self.metadata.get("pruning_method")
@@ -168,181 +266,21 @@ class PruningRecord:
         )
 
 
-# ---------------------------------------------------------------------- export
-def export_pruning_record(
-    state: PruningState,
-    *,
-    dataset: Any = None,
-    model_name: str | None = None,
-    options: Any = None,
-) -> PruningRecord:
-    """Build the `PruningRecord` of a `PruningState` (e.g. `trainer.pruning_state`).
-
-    Args:
-        state: the run's per-row statistics and per-epoch plans.
-        dataset: the training dataset, for its identity (name, config, split, length). The recorded
-            fingerprint is the one the trainer stored at training time (`state.metadata`); the dataset's
-            own is used only when the state has none. Its length must be `state.num_rows`.
-        model_name: the model's name or path (recorded in the card).
-        options: the pruning options (an `EMPConfig`, a `PruningOptions`, a dataclass or a mapping), merged
-            over the options `EMPTrainer` stores in `state.metadata`.
-    """
-    from . import __version__
-
-    n = state.num_rows
-    if dataset is not None and len(dataset) != n:
-        raise ValueError(
-            f"The dataset has {len(dataset)} rows but the pruning state has {n}: pass the training dataset."
-        )
-    tables = state.cpu_tables()
-    for name in ("score", "loss", "entropy", "ema_mean"):  # tables the strategy did not keep: NaN columns
-        tables.setdefault(name, torch.full((n,), float("nan")))
-    kept = state.kept_in_epoch().numpy()  # [E, N]
-
-    row_of_visit, epoch_of_visit = np.nonzero(kept.T)  # row-major: by row, then by epoch
-    kept_offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(row_of_visit, minlength=n), out=kept_offsets[1:])
-    rows_table = pa.table(
-        {
-            "row_index": pa.array(np.arange(n, dtype=np.int64)),
-            "frequency": pa.array(tables["frequency"].numpy().astype(np.int64)),
-            "score": pa.array(tables["score"].numpy().astype(np.float32)),
-            "loss": pa.array(tables["loss"].numpy().astype(np.float32)),
-            "entropy": pa.array(tables["entropy"].numpy().astype(np.float32)),
-            "ema_mean": pa.array(tables["ema_mean"].numpy().astype(np.float32)),
-            "last_epoch": pa.array(tables["last_epoch"].numpy().astype(np.int64)),
-            "kept_epochs": pa.ListArray.from_arrays(pa.array(kept_offsets), pa.array(epoch_of_visit.astype(np.int32))),
-        }
-    )
-    sizes = [len(p) for p in state.plans]
-    plan_offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
-    np.cumsum(sizes, out=plan_offsets[1:])
-    plan_values = torch.cat([p.long() for p in state.plans]).numpy() if state.plans else np.zeros(0, dtype=np.int64)
-    plans_table = pa.table(
-        {
-            "epoch": pa.array(np.arange(len(sizes), dtype=np.int32)),
-            "rows": pa.ListArray.from_arrays(pa.array(plan_offsets), pa.array(plan_values.astype(np.int64))),
-            "size": pa.array(np.asarray(sizes, dtype=np.int64)),
-            "kept_fraction": pa.array(np.asarray(sizes, dtype=np.float64) / n),
-        }
-    )
-
-    identity = _dataset_identity(dataset)
-    fingerprint = state.metadata.get("dataset_fingerprint") or identity.pop("fingerprint", None)
-    identity.pop("fingerprint", None)
-    stored = {k: v for k, v in state.metadata.items() if k != "dataset_fingerprint"}  # the trainer's options
-    option_dict = {**_options_dict(stored), **_options_dict(options)}
-    metadata: dict[str, Any] = {
-        "format_version": RECORD_FORMAT_VERSION,
-        "emp_hf_version": __version__,
-        "pruning_method": state.metadata.get("pruning_method", option_dict.get("pruning_method")),
-        "prune_ratio": state.metadata.get("prune_ratio", option_dict.get("prune_ratio")),
-        "options": option_dict,
-        "model_name": model_name or state.metadata.get("model_name"),
-        "dataset": {"fingerprint": fingerprint, "num_rows": n, **identity},
-        "num_rows": n,
-        "num_epochs": len(sizes),
-        "plan_sizes": sizes,
-        "realized_saving": state.realized_saving(),
-        "nonfinite_losses": int(state.nonfinite_count.item()),
-        "ema_decay": state.ema_decay,
-    }
-    return PruningRecord(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
-
-
-def record_from_trainer(trainer: Any) -> PruningRecord:
-    """The `PruningRecord` of an `EMPTrainer` (its `pruning_state`, model name and `EMPConfig` options)."""
-    state = getattr(trainer, "pruning_state", None)
-    if state is None:
-        raise ValueError("The trainer has no pruning state: it was built without a train_dataset.")
-    return export_pruning_record(state, model_name=model_name_of(trainer.model), options=trainer.args)
-
-
-# ---------------------------------------------------------------------- training output directories
-def record_from_output_dir(
-    path: str | os.PathLike,
-    checkpoint: str | None = None,
-    *,
-    model_name: str | None = None,
-    options: Any = None,
-    dataset: Any = None,
-) -> PruningRecord:
-    """Export the record of a training output directory, a checkpoint directory or a `pruning_state.pt`.
-
-    The state is chosen by `find_pruning_state`; the model name is read from the `config.json` next to it
-    when not given, and the global step from its `trainer_state.json`.
-    """
-    state_path = find_pruning_state(path, checkpoint)
-    directory = os.path.dirname(state_path)
-    state = read_pruning_state(state_path)
-    if model_name is None:
-        model_name = _model_name_from_config(os.path.join(directory, "config.json"))
-    record = export_pruning_record(state, dataset=dataset, model_name=model_name, options=options)
-    source: dict[str, Any] = {"checkpoint": os.path.basename(os.path.normpath(directory))}
-    trainer_state = os.path.join(directory, "trainer_state.json")
-    if os.path.isfile(trainer_state):
-        with open(trainer_state) as f:
-            source["global_step"] = json.load(f).get("global_step")
-    record.metadata["source"] = source
-    return record
-
-
-# ---------------------------------------------------------------------- save and load
-def save_pruning_record(
-    record: PruningRecord, directory: str | os.PathLike, *, plots: bool = False, overwrite: bool = False
-) -> str:
-    """Write `record` to `directory`: `rows.parquet`, `plans.parquet`, `pruning_record.json` and the dataset
-    card `README.md` (and `plots/*.png`, embedded in the card, with `plots=True`). Returns the directory.
-
-    A `README.md` that is not a pruning record's card (the directory holds no `pruning_record.json`) is never
-    replaced unless `overwrite=True`."""
-    directory = os.fspath(directory)
-    card_path = os.path.join(directory, CARD_FILE)
+# ---------------------------------------------------------------------- the record directory
+def check_record_target(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raise `FileExistsError` if writing a record into `directory` would replace a `README.md` that is not a
+    pruning record's card (the directory holds no `pruning_record.json`), unless `overwrite=True`."""
+    card_path = os.path.join(os.fspath(directory), CARD_FILE)
     if os.path.isfile(card_path) and not is_record_dir(directory) and not overwrite:
         raise FileExistsError(
             f"{card_path} exists and is not a pruning record's card: exporting would replace it. Choose an empty "
             "directory, or pass overwrite=True (emp-hf export --overwrite)."
         )
-    os.makedirs(directory, exist_ok=True)
-    _write_parquet(record.rows, os.path.join(directory, ROWS_FILE))
-    _write_parquet(record.plans, os.path.join(directory, PLANS_FILE))
-    with open(os.path.join(directory, RECORD_FILE), "w") as f:
-        json.dump(_jsonable(record.metadata), f, indent=2, sort_keys=True)
-        f.write("\n")
-    plot_paths: list[str] = []
-    if plots:
-        from .plots import save_pruning_plots
-
-        plot_paths = save_pruning_plots(record, os.path.join(directory, PLOTS_DIR))
-    relative = [os.path.relpath(p, directory).replace(os.sep, "/") for p in plot_paths]
-    record.card(plots=relative).save(os.path.join(directory, CARD_FILE))
-    return directory
 
 
 def is_record_dir(path: str | os.PathLike) -> bool:
-    """Whether `path` is a directory written by `save_pruning_record`."""
+    """Whether `path` is a record directory (one written by `PruningRecord.save`)."""
     return os.path.isfile(os.path.join(os.fspath(path), RECORD_FILE))
-
-
-def load_pruning_record(
-    repo_id_or_dir: str | os.PathLike, revision: str | None = None, token: str | bool | None = None
-) -> PruningRecord:
-    """Load a record from a local directory or a Hub dataset repo.
-
-    A local directory is a saved record (`save_pruning_record`) or, as a convenience, a training output /
-    checkpoint directory (the record is exported from its `pruning_state.pt`). Anything else is taken as
-    a Hub dataset repo id and downloaded with `huggingface_hub.snapshot_download` (`revision`, `token`;
-    `HF_TOKEN` and `HF_ENDPOINT` apply). With `HF_HUB_OFFLINE=1` only the local Hub cache is tried and a
-    miss raises `RecordOfflineError` at once.
-    """
-    kind, path = resolve_record_source(repo_id_or_dir)
-    if kind == "record_dir":
-        return _load_record_dir(path)
-    if kind == "training_output":
-        return record_from_output_dir(path)
-    from .hub import download_pruning_record  # the Hub pull, beside the push
-
-    return _load_record_dir(download_pruning_record(path, revision=revision, token=token))
 
 
 def resolve_record_source(path_or_repo_id: str | os.PathLike) -> tuple[RecordSource, str]:
@@ -362,7 +300,9 @@ def resolve_record_source(path_or_repo_id: str | os.PathLike) -> tuple[RecordSou
     return "hub", path
 
 
-def _load_record_dir(directory: str) -> PruningRecord:
+def read_record_dir(directory: str | os.PathLike) -> PruningRecord:
+    """Read a record directory (one written by `PruningRecord.save`), checking its format and its files."""
+    directory = os.fspath(directory)
     with open(os.path.join(directory, RECORD_FILE)) as f:
         metadata = json.load(f)
     version = metadata.get("format_version")
@@ -385,7 +325,7 @@ def _load_record_dir(directory: str) -> PruningRecord:
     return PruningRecord(rows=rows, plans=plans, metadata=metadata)
 
 
-# ---------------------------------------------------------------------- selection
+# ---------------------------------------------------------------------- the training dataset
 def check_dataset(dataset: Any, record: PruningRecord) -> None:
     """Raise `DatasetMismatchError` unless `dataset` has the record's length and (if both are known) its
     `datasets` fingerprint."""
@@ -403,37 +343,6 @@ def check_dataset(dataset: Any, record: PruningRecord) -> None:
             "pruning record: it is not the same data (or was processed differently). Pass check=False if you "
             "know its rows are the training rows in the same order."
         )
-
-
-def select_rows(
-    dataset: Any,
-    record: PruningRecord | PruningState | str | os.PathLike,
-    *,
-    epoch: int | None = None,
-    top_k: int | None = None,
-    by: str | Sequence[str] = "score",
-    check: bool = True,
-) -> Any:
-    """The rows of `dataset` chosen by a pruning record.
-
-    Pass exactly one of `epoch` (that epoch's plan, in training order; negative counts from the end) or
-    `top_k` (a static coreset: the `top_k` rows with the largest `by`, best first; see
-    `PruningRecord.top_k`). `record` may also be a `PruningState`, a directory or a Hub repo id. Returns
-    `dataset.select(...)` for a `datasets.Dataset`, else a `torch.utils.data.Subset`. With `check=True` a
-    dataset whose length or fingerprint differs from the record's raises `DatasetMismatchError`.
-    """
-    if isinstance(record, PruningState):
-        record = export_pruning_record(record)
-    elif not isinstance(record, PruningRecord):
-        record = load_pruning_record(record)
-    if (epoch is None) == (top_k is None):
-        raise ValueError("Pass exactly one of epoch= (an epoch's plan) or top_k= (a static coreset).")
-    if check:
-        check_dataset(dataset, record)
-    indices = record.plan(epoch) if epoch is not None else record.top_k(top_k, by=by)
-    if isinstance(dataset, datasets.Dataset):
-        return dataset.select(indices)
-    return torch.utils.data.Subset(dataset, indices)
 
 
 # ---------------------------------------------------------------------- summary and card
@@ -542,7 +451,7 @@ def build_card(metadata: Mapping[str, Any], plots: Sequence[str] = ()) -> Datase
         "## Usage",
         "",
         "```python",
-        "from emp_hf.record import load_pruning_record, select_rows",
+        "from emp_hf import load_pruning_record, select_rows",
         "",
         'record = load_pruning_record("<this repo id>")',
         "last_epoch_subset = select_rows(train_dataset, record, epoch=-1)",
@@ -607,15 +516,3 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def _model_name_from_config(path: str) -> str | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        config = json.load(f)
-    name = config.get("_name_or_path")
-    if name and not os.path.isabs(name):  # a local absolute path says nothing to others
-        return name
-    architectures = config.get("architectures")
-    return architectures[0] if architectures else config.get("model_type")

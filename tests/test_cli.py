@@ -11,7 +11,8 @@ from helpers import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.cli import main
-from emp_hf.record import RECORD_FILE, load_pruning_record, select_rows
+from emp_hf.load import load_pruning_record, select_rows
+from emp_hf.record import RECORD_FILE
 
 
 @pytest.fixture(scope="module")

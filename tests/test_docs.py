@@ -16,7 +16,7 @@ import pytest
 from helpers import make_args, make_bert, make_text_dataset
 from huggingface_hub import CommitInfo, HfApi
 
-import emp_hf.hub
+import emp_hf.load
 from emp_hf import EMPTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def fake_hub(monkeypatch, remote: Path) -> None:
 
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: repo_id)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(emp_hf.hub, "download_pruning_record", lambda repo_id, **kwargs: str(remote / repo_id))
+    monkeypatch.setattr(emp_hf.load, "download_pruning_record", lambda repo_id, **kwargs: str(remote / repo_id))
 
 
 @pytest.fixture

@@ -20,14 +20,10 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from test_record import N, make_dataset, make_state
 
 import emp_hf.hub
+from emp_hf.export import export_pruning_record, save_pruning_record
 from emp_hf.hub import default_record_repo_id, push_pruning_record, push_trainer_pruning_record
-from emp_hf.record import (
-    RECORD_FILE,
-    export_pruning_record,
-    load_pruning_record,
-    save_pruning_record,
-    select_rows,
-)
+from emp_hf.load import load_pruning_record, select_rows
+from emp_hf.record import RECORD_FILE
 
 
 @pytest.fixture

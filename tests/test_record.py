@@ -1,9 +1,11 @@
 """Pruning records: export, save/load round trip, row selection, dataset checks, offline loading, plots."""
 
+import ast
 import json
 import os
 import time
 from itertools import pairwise
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -14,17 +16,9 @@ from huggingface_hub import DatasetCard, constants
 
 import emp_hf
 from emp_hf import EMPTrainer, PruningOptions, PruningState
-from emp_hf.record import (
-    RECORD_FILE,
-    DatasetMismatchError,
-    PruningRecord,
-    RecordOfflineError,
-    export_pruning_record,
-    load_pruning_record,
-    record_from_trainer,
-    save_pruning_record,
-    select_rows,
-)
+from emp_hf.export import export_pruning_record, record_from_trainer, save_pruning_record
+from emp_hf.load import load_pruning_record, select_rows
+from emp_hf.record import RECORD_FILE, DatasetMismatchError, PruningRecord, RecordOfflineError
 
 N = 20
 
@@ -311,3 +305,29 @@ def test_one_function_decides_what_a_path_or_repo_id_is(tmp_path):
     # loading and pushing agree on it: the record file's directory is pushed as it is
     assert load_pruning_record(tmp_path / "record" / RECORD_FILE).plan(1) == load_pruning_record(state_file).plan(1)
     assert _record_dir(tmp_path / "record" / RECORD_FILE, str(tmp_path / "scratch"), plots=False) == record_dir
+
+
+# ---------------------------------------------------------------------- module layering
+LAYERS = ("record", "plots", "export", "hub", "load")  # each module imports only the ones before it
+
+
+def _emp_hf_imports(path: Path) -> set[str]:
+    """The `emp_hf` submodules a file imports anywhere (at the top or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "emp_hf." * (node.level > 0) + (node.module or "")
+            names = [base] if node.module else [f"{base}{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(name.split(".")[1] for name in names if name.startswith("emp_hf.") and "." in name)
+    return found
+
+
+def test_record_modules_import_only_the_layers_below_them():
+    package = Path(emp_hf.__file__).parent
+    for position, module in enumerate(LAYERS):
+        above = _emp_hf_imports(package / f"{module}.py") & set(LAYERS[position + 1 :])
+        assert not above, f"emp_hf/{module}.py imports {sorted(above)}: the order is {' < '.join(LAYERS)}"
