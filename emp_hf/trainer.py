@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, TrainOutput
 from transformers.utils import find_labels, logging
 
@@ -76,10 +76,13 @@ class PruningMixin(TrainerLoopHooks):
         if args is None:
             args = config(output_dir="tmp_trainer")
         if not isinstance(args, config) or not isinstance(args, PruningArguments):
-            base = next(c for c in config.__mro__[1:] if not issubclass(c, PruningArguments)).__name__
+            base = next(
+                c for c in config.__mro__ if issubclass(c, TrainingArguments) and not issubclass(c, PruningArguments)
+            )
             raise TypeError(
                 f"{type(self).__name__} needs `args` to be an {config.__name__}, got {type(args).__name__}. "
-                f"{config.__name__} takes every {base} field: replace {base}(...) with {config.__name__}(...)."
+                f"{config.__name__} takes every {base.__name__} field: replace {base.__name__}(...) with "
+                f"{config.__name__}(...)."
             )
         self._check_index_column(model, args)
         if train_dataset is not None and not hasattr(train_dataset, "__len__"):

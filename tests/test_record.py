@@ -85,6 +85,7 @@ def test_options_from_config_or_dataclass(tmp_path):
     options = export_pruning_record(state, options=args).metadata["options"]
     assert options["memory_weight"] == 0.5 and options["prune_ratio"] == 0.3
     assert options["pruning_warmup_epochs"] == 1 and options["effective_pruning_seed"] == 0
+    assert "ucb_c" not in options and options["emp_selection"] == "sample"  # the strategy's own options only
     json.dumps(options)
     options = export_pruning_record(state, options=PruningOptions(prune_ratio=0.2)).metadata["options"]
     assert options["prune_ratio"] == 0.2 and options["emp_selection"] == "sample"
