@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -120,6 +120,7 @@ class PruningArguments(PruningOptions):
                 raise invalid_option(self, "pruning_kwargs", f"it is not a JSON object ({error}).") from None
         # StrategyOptions.__post_init__: validate_options() below, then the TrainingArguments side's __post_init__.
         super().__post_init__()
+        self._check_strategy_options()
 
     def validate_options(self) -> None:
         """Check every pruning option (the strategies' through `super()`) and its fit with the training options."""
@@ -165,6 +166,18 @@ class PruningArguments(PruningOptions):
                     "train longer or lower pruning_warmup_epochs / pruning_anneal_fraction.",
                 )
 
+    def _check_strategy_options(self) -> None:
+        """Build `strategy_options` now (a registered strategy's own checks run on `pruning_kwargs`) and make sure
+        checkpoints and records can store them."""
+        options = self.strategy_options
+        try:
+            json.dumps(asdict(options))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{type(self).__name__}: the options of pruning_method={self.pruning_method!r} ({options!r}) must be "
+                "JSON values (numbers, strings, booleans, None, lists, dicts): checkpoints and records store them."
+            ) from None
+
     def _validate_pruning_kwargs(self) -> None:
         """`pruning_kwargs` names only options of the strategy's `options_class` that have no flag of their own."""
         kwargs = self.pruning_kwargs
@@ -186,7 +199,6 @@ class PruningArguments(PruningOptions):
                     f"{options_class.__name__} ({self.pruning_method!r}) has no option {key!r}; "
                     + (f"its own options are {choices}." if choices else "it has none beyond the config fields."),
                 )
-        self.strategy_options  # noqa: B018  (builds them: the strategy's own validate_options runs now)
 
     def __repr__(self) -> str:
         # TrainingArguments' redacting repr (`*_token` fields shown as <HUB_TOKEN>): subclasses such as

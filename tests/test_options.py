@@ -19,6 +19,7 @@ from emp_hf.tracker import PruningState
 @dataclass
 class SharpnessOptions(StrategyOptions):
     sharpness: float = field(default=2.0, metadata={"help": "Exponent of the loss."})
+    label: str | None = field(default=None, metadata={"help": "A name for the logs."})
 
     def validate_options(self) -> None:
         super().validate_options()
@@ -102,7 +103,7 @@ def test_a_registered_strategy_takes_its_options_from_pruning_kwargs(tmp_path, h
     argv = ["--output_dir", str(tmp_path), "--pruning_method", HardestRows.name]
     (config,) = parser.parse_args_into_dataclasses([*argv, "--pruning_kwargs", json.dumps({"sharpness": 3.0})])
     assert config.pruning_kwargs == {"sharpness": 3.0}
-    assert config.strategy_options == SharpnessOptions(prune_ratio=0.5, sharpness=3.0)
+    assert config.strategy_options == SharpnessOptions(prune_ratio=0.5, sharpness=3.0, label=None)
     (default,) = parser.parse_args_into_dataclasses(argv)
     assert default.strategy_options.sharpness == 2.0
 
@@ -111,7 +112,7 @@ def test_a_registered_strategy_takes_its_options_from_pruning_kwargs(tmp_path, h
     ("kwargs", "message"),
     [
         ({"sharpness": 0}, r"SharpnessOptions.sharpness=0 is invalid: it must be a number in \(0, 10\]"),
-        ({"sharpnes": 1.0}, r"has no option 'sharpnes'; its own options are \['sharpness'\]"),
+        ({"sharpnes": 1.0}, r"has no option 'sharpnes'; its own options are \['label', 'sharpness'\]"),
         ({"prune_ratio": 0.2}, r"'prune_ratio' is a config field: set prune_ratio= \(--prune_ratio\)"),
         ("{not json", r"pruning_kwargs='\{not json' is invalid: it is not a JSON object"),
         ([1, 2], r"pruning_kwargs=\[1, 2\] is invalid: it must be a dict"),
@@ -191,3 +192,8 @@ def test_the_options_table_in_the_docs_names_every_pruning_option():
         if option.name in base or option.name.startswith(hub_and_resume):
             continue
         assert f"| `{option.name}` |" in table, f"docs/methods.md's options table has no row for {option.name}"
+
+
+def test_options_that_a_checkpoint_cannot_store_are_refused(tmp_path, hardest_rows):
+    with pytest.raises(ValueError, match=r"the options of pruning_method='hardest_rows_test' .* must be JSON values"):
+        EMPConfig(output_dir=str(tmp_path), pruning_method=HardestRows.name, pruning_kwargs={"label": object()})
