@@ -2,16 +2,18 @@
 
     # CPU, the runs of docs/benchmarks.md#frontier (two processes at most, `nice -n 10`, one thread each):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task fashion --arch resnet --max-train 1000 \\
-        --max-test 2000 --epochs 30 --batch-size 64 --lr 2e-3 --threads 1 --seeds 5
+        --max-test 2000 --epochs 30 --batch-size 64 --lr 2e-3 --threads 1 --seeds 10
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task sentiment --max-train 320 --max-test 500 \\
         --epochs 3 --batch-size 8 --lr 1e-4 --seq-len 48 --freeze-layers 4 --threads 1 --seeds 5
     python benchmarks/frontier.py --task fashion ... --summary-only --plot   # same flags: tables and plots only
 
-Methods (`--methods`): those of `benchmarks/quality.py` plus `seta`, `emp_window`, `ucb_visits` and the
-baseline `fewer_steps`: full data (`pruning_method="none"`, every row every epoch) stopped at `max_steps` =
-the optimizer steps of a fixed-budget pruned run at the same prune ratio, with the same LR schedule shape
-(linear warm-up and decay over the run's own steps). Pruning starts at epoch 0 (`--pruning-warmup-epochs 0`,
-the official SeTa has no warm-up), so a fixed-budget method's realised saving is its prune ratio.
+Methods (`--methods`): those of `benchmarks/quality.py` plus `seta`, `seta_kmeans` (the official k-means
+grouping, whose saving varies: like `infobatch`, it is compared at its nominal ratio), `emp_window`,
+`ucb_visits` and the baseline `fewer_steps`: full data (`pruning_method="none"`, every row every epoch)
+stopped at `max_steps` = the optimizer steps of a fixed-budget pruned run at the same prune ratio, with the
+same LR schedule shape (linear warm-up and decay over the run's own steps). Pruning starts at epoch 0
+(`--pruning-warmup-epochs 0`, the official SeTa has no warm-up), so a fixed-budget method's realised saving
+is its prune ratio.
 
 Every finished run is appended to `<out>.jsonl` under a file lock (several processes may share it; a rerun
 skips what is there). Runs go seed by seed, so an interrupted benchmark has every method on the first seeds.
@@ -46,6 +48,7 @@ from emp_hf.schedule import EpochSchedule, StepCounter  # noqa: E402
 METHODS: dict[str, dict[str, Any]] = {
     **quality.METHODS,
     "seta": {"pruning_method": "seta"},
+    "seta_kmeans": {"pruning_method": "seta", "seta_grouping": "kmeans"},  # official grouping: an open budget
     "emp_window": {"pruning_method": "emp", "emp_selection": "window"},
     "ucb_visits": {"pruning_method": "ucb", "ucb_exploration": "visits"},
     "fewer_steps": {"pruning_method": "none"},

@@ -50,12 +50,15 @@ PLAN_PEAK_BYTES_PER_ROW = 110
 
 
 def strategy_specs() -> list[tuple[str, str, PruningOptions]]:
-    """(label, method, options) of every strategy and every EMP selection rule."""
+    """(label, method, options) of every strategy, every EMP selection rule and both SeTa groupings."""
     specs = []
     for name in sorted(STRATEGIES):
         if name == "emp":
             for rule in EMP_SELECTIONS:
                 specs.append((f"emp:{rule}", name, PruningOptions(prune_ratio=0.5, emp_selection=rule)))
+        elif name == "seta":
+            specs.append((name, name, PruningOptions(prune_ratio=0.5)))
+            specs.append(("seta:kmeans", name, PruningOptions(prune_ratio=0.5, seta_grouping="kmeans")))
         elif name == "infobatch":
             specs.append((name, name, PruningOptions(prune_ratio=0.5)))
             matched = PruningOptions(prune_ratio=0.5, infobatch_match_budget=True)
@@ -125,7 +128,8 @@ def time_plan(
 ) -> tuple[float, float]:
     """Median wall-clock and process CPU seconds of planning a pruned epoch (CPU seconds are what a loaded,
     shared machine does not inflate, with one torch thread)."""
-    schedule = EpochSchedule(num_rows=state.num_rows, num_epochs=4, prune_ratio=0.5, warmup_epochs=1)
+    # no warm-up, so epoch 1 is SeTa's second pruned epoch (t = 1: a real window; t = 0 is a uniform sample)
+    schedule = EpochSchedule(num_rows=state.num_rows, num_epochs=4, prune_ratio=0.5, warmup_epochs=0)
     planner = EpochPlanner(state, build_strategy(method, options), schedule, seed)
     walls, cpus = [], []
     for _ in range(repeats):

@@ -170,6 +170,7 @@ class PruningArguments(PruningOptions):
         """Build `strategy_options` now (a registered strategy's own checks run on `pruning_kwargs`) and make sure
         checkpoints and records can store them."""
         options = self.strategy_options
+        STRATEGIES[self.pruning_method](options).check_arguments(self)
         try:
             json.dumps(asdict(options))
         except (TypeError, ValueError):

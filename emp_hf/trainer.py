@@ -251,13 +251,16 @@ class PruningMixin(TrainerLoopHooks):
         )
 
     def _expected_plan_sizes(self, schedule: EpochSchedule, unknown_size: int | None = None) -> list[int]:
-        """Plan sizes of every epoch: exact where decided or fixed, estimated for InfoBatch's open budget.
+        """Plan sizes of every epoch: exact where decided or fixed, estimated for an open budget.
 
-        An undecided open-budget epoch is assumed as large as the latest pruned one, else `unknown_size`
+        An undecided open-budget epoch counts as `num_keep` rows when the strategy visits at most that many (an
+        upper bound: the LR schedule only shortens), else as large as the latest pruned one, else `unknown_size`
         (default: all rows, an upper bound).
         """
         known = self.pruning_state.epoch_plan_sizes[: schedule.num_epochs]
         estimate = known[-1] if known and schedule.phase(len(known) - 1) == "pruned" else None
+        if self.strategy.budget_at_most_num_keep:
+            estimate = schedule.num_keep
         sizes = list(known)
         for epoch in range(len(known), schedule.num_epochs):
             size = schedule.nominal_plan_size(epoch)

@@ -21,8 +21,11 @@ PRUNING_CASES = [
     ("infobatch", {"infobatch_match_budget": True}),
     *[("emp", {"emp_selection": selection}) for selection in EMP_SELECTIONS],
     ("seta", {}),
+    ("seta", {"seta_grouping": "kmeans"}),
     ("ucb", {"ucb_exploration": "visits"}),
 ]
+#: The cases whose plan sizes are known before an epoch is planned (what `max_steps` needs).
+FIXED_SIZE_CASES = [(method, extra) for method, extra in PRUNING_CASES if extra.get("seta_grouping") != "kmeans"]
 
 
 def make_text_dataset(n: int = 96, seq_len: int = 12, seed: int = 0) -> datasets.Dataset:

@@ -11,7 +11,7 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import PRUNING_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
+from helpers import FIXED_SIZE_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
 from transformers import BertForTokenClassification, Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, cli
@@ -290,7 +290,7 @@ def test_infobatch_open_budget_with_max_steps_ends_with_its_anneal_epoch(tmp_pat
     assert all(len(plan) < n for plan in state.plans[1:-1])
 
 
-@pytest.mark.parametrize(("method", "extra"), PRUNING_CASES)
+@pytest.mark.parametrize(("method", "extra"), FIXED_SIZE_CASES)
 def test_resume_with_max_steps_equals_the_uninterrupted_run(tmp_path, method, extra):
     def run(name, resume=None):
         args = make_args(

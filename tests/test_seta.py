@@ -19,6 +19,8 @@ from emp_hf.sampler import EpochPlanner
 from emp_hf.schedule import EpochSchedule
 from emp_hf.strategies import PruningOptions, SeTaOptions, build_strategy
 from emp_hf.strategies.seta import (
+    kmeans_band_edges,
+    kmeans_window_selection,
     seta_partial_anneal,
     seta_subset_size,
     seta_window_size,
@@ -245,6 +247,7 @@ def test_ucb_visits_brings_back_rows_the_variance_rule_locks_out():
         ("seta_window_scale", 1.5, r"\(0, 1\]"),
         ("seta_window_scale", 0.05, "0 groups"),
         ("seta_delta", 0.0, "seta_delta"),
+        ("seta_grouping", "kmedians", r"seta_grouping='kmedians' is invalid: choose one of \['quantile', 'kmeans'\]"),
         ("ucb_exploration", "count", "variance"),
         ("emp_selection", "slide", "window"),
     ],
@@ -283,3 +286,91 @@ def test_emp_window_equals_seta_for_two_classes(seed):
     emp.set_epoch(3, schedule)
     tables = tables_from(loss, entropy)
     assert kept(emp, tables, 100, seed) == kept(seta(3, schedule), tables, 100, seed)
+
+
+# ---------------------------------------------------------------------------------------------- k-means grouping
+def lloyd_reference(values: np.ndarray, groups: int) -> np.ndarray:
+    """Textbook Lloyd in numpy (argmin assignment over all centres, a tie to the lower one), started at the means
+    of the quantile bands, as `kmeans_band_edges`; returns each value's cluster, clusters by increasing centre."""
+    n = len(values)
+    edges = [g * n // groups for g in range(groups + 1)]
+    centres = np.array([values[edges[g] : edges[g + 1]].mean() if edges[g + 1] > edges[g] else 0.0
+                        for g in range(groups)])  # fmt: skip
+    labels = None
+    for _ in range(300):
+        new = np.argmin(np.abs(values[:, None] - centres[None, :]), axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        centres = np.array([values[labels == g].mean() if (labels == g).any() else centres[g] for g in range(groups)])
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_kmeans_bands_equal_a_textbook_lloyd(seed):
+    rng = np.random.default_rng(seed)
+    groups = int(rng.integers(2, 7))
+    values = np.sort(np.concatenate([rng.gamma(2.0, 0.3, 200), rng.normal(3.0, 0.4, 60), rng.exponential(1.0, 40)]))
+    edges = kmeans_band_edges(torch.from_numpy(values), groups).tolist()
+    labels = lloyd_reference(values, groups)
+    assert edges[0] == 0 and edges[-1] == len(values) and edges == sorted(edges)
+    assert np.array_equal(np.repeat(np.arange(groups), np.diff(edges)), labels)
+
+
+def test_kmeans_finds_separated_clusters_and_chunks_equal_values():
+    values = torch.cat([torch.full((50,), 0.1), torch.full((30,), 2.0), torch.full((20,), 9.0)])
+    assert kmeans_band_edges(values, 3).tolist() == [0, 50, 80, 100]
+    assert kmeans_band_edges(torch.ones(10), 3).tolist() == [0, 3, 6, 10]  # the official torch.chunk-like split
+    assert kmeans_band_edges(values, 1).tolist() == [0, 100]
+
+
+def test_kmeans_window_keeps_whole_bands_of_a_uniform_subset():
+    # three well-separated loss levels: bands of 50, 30 and 20 rows over 100 rows
+    loss = torch.cat([torch.full((50,), 0.5), torch.full((30,), 2.0), torch.full((20,), 9.0)])
+    n, groups, window = 100, 3, 2
+    for step, dropped in ((0, None), (1, 0.5), (2, 9.0), (3, 0.5)):
+        rows = kmeans_window_selection(loss, n, step, groups, window, torch.Generator().manual_seed(step))
+        assert rows.unique().numel() == rows.numel()
+        if dropped is None:  # t = 0: the whole subset
+            assert rows.numel() == n
+        else:  # the window of 2 of the 3 bands slides: t odd drops the easiest band, t even the hardest
+            assert set(loss[rows].tolist()) == {0.5, 2.0, 9.0} - {dropped}
+            assert rows.numel() == n - int((loss == dropped).sum())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kmeans_window_matches_the_official_procedure(seed):
+    rng = np.random.default_rng(seed)
+    n, keep, groups, window, step = 300, 210, 5, 4, int(rng.integers(1, 9))
+    loss = rng.gamma(2.0, 0.5, n)
+    rows = kmeans_window_selection(
+        torch.from_numpy(loss), keep, step, groups, window, torch.Generator().manual_seed(seed)
+    )
+    # official: a uniform subset of (1 - r) N rows, k-means clusters sorted by centre, clusters [start, start + w)
+    subset = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()[:keep]
+    order = subset[np.argsort(loss[subset], kind="stable")]
+    labels = lloyd_reference(loss[order], groups)
+    start = step % (groups - window + 1)
+    expected = order[(labels >= start) & (labels < start + window)]
+    assert sorted(rows.tolist()) == sorted(expected.tolist())
+
+
+def test_kmeans_never_observed_rows_join_the_hardest_band():
+    loss = torch.cat([torch.full((40,), 0.1), torch.full((40,), 5.0), torch.full((20,), float("nan"))])
+    rows = kmeans_window_selection(loss, 100, 1, 2, 1, torch.Generator().manual_seed(0))  # keeps the hard band
+    assert sorted(rows.tolist()) == list(range(40, 100))
+
+
+def test_kmeans_grouping_is_an_open_budget_and_refuses_what_it_cannot_honour(tmp_path):
+    assert build_strategy("seta").fixed_budget
+    assert not build_strategy("seta", seta_grouping="kmeans").fixed_budget
+    assert not build_strategy("emp", emp_selection="window", seta_grouping="kmeans").fixed_budget
+    assert build_strategy("emp", seta_grouping="kmeans").fixed_budget  # 'sample' does not read the grouping
+    common = dict(output_dir=str(tmp_path), seta_grouping="kmeans")
+    with pytest.raises(ValueError, match=r"EMPConfig.seta_grouping='kmeans' is invalid: with max_steps=50"):
+        EMPConfig(**common, pruning_method="seta", max_steps=50)
+    with pytest.raises(ValueError, match=r"seta_grouping='kmeans' is invalid: with dataloader_drop_last=True"):
+        EMPConfig(
+            **common, pruning_method="emp", emp_selection="window", num_train_epochs=3, dataloader_drop_last=True
+        )
+    EMPConfig(**common, pruning_method="emp", emp_selection="sample", max_steps=50)  # no window: nothing to refuse

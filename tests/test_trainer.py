@@ -51,6 +51,8 @@ def test_every_method_trains_and_accounts_visits(tmp_path, text_dataset, method,
     elif method == "infobatch" and not extra:
         assert sizes[0] == n and sizes[-1] == n  # warm-up and anneal (ceil(0.125 * 4) = 1 epoch)
         assert all(s < n for s in sizes[1:-1])
+    elif extra.get("seta_grouping") == "kmeans":  # whole k-means bands of a K-row subset, uniform at t = 0 and after
+        assert sizes[:2] == [n, n - math.floor(0.5 * n)] and sizes[3] == sizes[1] and 0 < sizes[2] <= sizes[1]
     else:
         assert sizes == [n] + [n - math.floor(0.5 * n)] * (3 if method != "infobatch" else 2) + (
             [n] if method == "infobatch" else []
@@ -72,9 +74,10 @@ def test_pruned_run_takes_the_promised_steps_and_lr_schedule_ends(tmp_path, text
     assert len(recorder.lrs) == expected
 
 
-def test_infobatch_open_budget_lr_reaches_end(tmp_path, text_dataset):
+@pytest.mark.parametrize(("method", "extra"), [("infobatch", {}), ("seta", {"seta_grouping": "kmeans"})])
+def test_open_budget_lr_reaches_end(tmp_path, text_dataset, method, extra):
     recorder = LRRecorder()
-    args = make_args(tmp_path, pruning_method="infobatch", num_train_epochs=6, lr_scheduler_type="linear")
+    args = make_args(tmp_path, pruning_method=method, num_train_epochs=6, lr_scheduler_type="linear", **extra)
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset, callbacks=[recorder])
     output = trainer.train()
     assert trainer.state.max_steps == output.global_step
@@ -208,8 +211,10 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-@pytest.mark.parametrize("method", ["emp", "infobatch", "ucb"])
-def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_dataset, method):
+@pytest.mark.parametrize(
+    ("method", "extra"), [("emp", {}), ("infobatch", {}), ("ucb", {}), ("seta", {"seta_grouping": "kmeans"})]
+)
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_dataset, method, extra):
     def run(out, callbacks=(), resume=None):
         args = make_args(
             tmp_path,
@@ -219,6 +224,7 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_datase
             save_strategy="steps",
             save_steps=1000,
             dataloader_drop_last=False,
+            **extra,
         )
         trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset, callbacks=list(callbacks))
         trainer.train(resume_from_checkpoint=resume)
@@ -230,6 +236,7 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, text_datase
     resumed = run("split", resume=True)
     a, b = full.pruning_state, resumed.pruning_state
     assert resumed.state.global_step == full.state.global_step
+    assert resumed.state.max_steps == full.state.max_steps
     assert [p.tolist() for p in a.plans] == [p.tolist() for p in b.plans]
     assert torch.equal(a.frequency, b.frequency)
     torch.testing.assert_close(a.loss, b.loss)

@@ -130,6 +130,10 @@ class PruningStrategy(ABC):
     uses_weights: ClassVar[bool] = False
     #: Whether the number of rows a pruned epoch visits is known before the epoch (exactly `num_keep`).
     fixed_budget: ClassVar[bool] = True
+    #: For an open budget: whether a pruned epoch visits at most `num_keep` rows. Its undecided epochs then count
+    #: as `num_keep` rows, an upper bound, so the LR schedule only ever shortens; otherwise (InfoBatch: at least
+    #: `num_keep`) as many rows as the latest pruned epoch.
+    budget_at_most_num_keep: ClassVar[bool] = False
     #: Nominal anneal fraction when the user leaves `pruning_anneal_fraction` unset.
     default_anneal_fraction: ClassVar[float] = 0.0
     #: The per-row tables the strategy reads or records ("score": what it ranked by; "weight": its loss weights).
@@ -143,6 +147,10 @@ class PruningStrategy(ABC):
 
     def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:  # noqa: B027  (optional hook)
         """Called by the planner right before `score`/`select` of `epoch`; a no-op unless a rule needs the epoch."""
+
+    def check_arguments(self, args: Any) -> None:  # noqa: B027  (optional hook)
+        """Called when the config is built: raise a one-line `ValueError` for training arguments (a
+        `PruningArguments` config) this strategy cannot honour; a no-op unless a strategy has such limits."""
 
     def score(self, tables: Tables) -> torch.Tensor:
         """The per-row score this strategy ranks by (NaN for rows without an observation)."""

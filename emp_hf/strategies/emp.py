@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -140,6 +141,20 @@ class EnhanceMemoryPruning(EpochAware, PruningStrategy):
     @property
     def uses_weights(self) -> bool:  # type: ignore[override]
         return self.options.emp_selection == "soft"
+
+    budget_at_most_num_keep = True  # whole k-means bands of a `num_keep`-row subset
+
+    @property
+    def fixed_budget(self) -> bool:  # type: ignore[override]
+        return not self._window_by_kmeans
+
+    @property
+    def _window_by_kmeans(self) -> bool:
+        return self.options.emp_selection == "window" and self.options.seta_grouping == "kmeans"
+
+    def check_arguments(self, args: Any) -> None:
+        if self._window_by_kmeans:
+            self.options.check_open_window(args)
 
     @property
     def required_tables(self) -> frozenset[str]:  # type: ignore[override]

@@ -14,6 +14,9 @@ Per pruned epoch, counted from the first one (`t = epoch - warm-up epochs`):
 `M = min(N, ceil(K * G / w))` is the official `(1 - r) * N`: it is chosen from `prune_ratio` so the window
 holds exactly `K = N - floor(prune_ratio * N)` rows, the budget of every other method, so `prune_ratio` is the
 saving of a pruned epoch, as everywhere else in the library.
+
+`seta_grouping="kmeans"` follows the official code instead: the subset is `K` rows, the groups are 1-D k-means
+bands of its losses, and the window keeps whole bands, so an epoch's size varies (at most `K`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from ..schedule import EpochSchedule
-from .base import EpochAware, PruningStrategy, Selection, StrategyOptions, Tables, check_number, invalid_option
+from .base import (
+    EpochAware,
+    PruningStrategy,
+    Selection,
+    StrategyOptions,
+    Tables,
+    check_choice,
+    check_number,
+    invalid_option,
+)
 from .registry import register_strategy
+
+SETA_GROUPINGS = ("quantile", "kmeans")
 
 
 @dataclass
@@ -52,6 +66,17 @@ class SeTaOptions(StrategyOptions):
             "annealing), in (0, 1]."
         },
     )
+    seta_grouping: str = field(
+        default="quantile",
+        metadata={
+            "help": "How SeTa cuts its subset into G groups: 'quantile' (equal-size bands; the subset is sized so "
+            "the window holds exactly K rows, and prune_ratio is the saving of a pruned epoch) or 'kmeans' (the "
+            "official code: 1-D k-means bands of a uniform subset of K rows, the window keeping whole bands, so an "
+            "epoch's size varies and prune_ratio is the official r). 'kmeans' needs num_train_epochs (not "
+            "max_steps) and dataloader_drop_last=False.",
+            "choices": list(SETA_GROUPINGS),
+        },
+    )
 
     def validate_options(self) -> None:
         super().validate_options()
@@ -66,6 +91,28 @@ class SeTaOptions(StrategyOptions):
                 f"round({groups} * {self.seta_window_scale}) = 0 groups; raise it or seta_num_groups.",
             )
         check_number(self, "seta_delta", 0.0, 1.0, low_open=True)
+        check_choice(self, "seta_grouping", SETA_GROUPINGS)
+
+    def check_open_window(self, args: Any) -> None:
+        """Refuse the training arguments that a `"kmeans"` window (an epoch size known only once it is planned,
+        possibly below one global batch) cannot honour exactly."""
+        if self.seta_grouping != "kmeans":
+            return
+        if args.max_steps > 0:
+            raise invalid_option(
+                args,
+                "seta_grouping",
+                f"with max_steps={args.max_steps}: k-means bands make an epoch's size known only once it is "
+                "planned (and it can be below K), so max_steps cannot be met exactly; set num_train_epochs "
+                "instead, or use seta_grouping='quantile'.",
+            )
+        if args.dataloader_drop_last:
+            raise invalid_option(
+                args,
+                "seta_grouping",
+                "with dataloader_drop_last=True: a k-means window can be smaller than one batch and would train "
+                "on nothing; set dataloader_drop_last=False, or use seta_grouping='quantile'.",
+            )
 
 
 def seta_window_size(num_groups: int, window_scale: float) -> int:
@@ -112,6 +159,64 @@ def sliding_window_selection(
     return easy_to_hard[start : start + num_keep]
 
 
+def kmeans_band_edges(values: torch.Tensor, num_groups: int, max_iterations: int = 300) -> torch.Tensor:
+    """Lloyd's k-means of sorted 1-D `values` into `num_groups` bands: the `G + 1` edges of the bands.
+
+    In 1-D every k-means cluster is a band of consecutive sorted values, so a clustering is its edges: band `g` is
+    `values[edges[g]:edges[g + 1]]`, bands in increasing order of centre. The centres start at the means of the `G`
+    quantile bands; each iteration moves every value to its nearest centre (a tie to the lower one, as an argmin
+    does) and every centre to its band's mean (an empty band keeps its centre), until no value moves. All values
+    equal: the `G` quantile bands (the official code's `torch.chunk`).
+    """
+    n = values.numel()
+    quantile_edges = torch.div(
+        torch.arange(num_groups + 1, device=values.device) * n, num_groups, rounding_mode="floor"
+    )
+    if n == 0 or num_groups == 1 or bool(values[0] == values[-1]):
+        return quantile_edges
+    values = values.double()
+    cumulative = torch.cat([values.new_zeros(1), values.cumsum(0)])
+
+    def band_means(edges: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        sizes = edges[1:] - edges[:-1]
+        sums = cumulative[edges[1:]] - cumulative[edges[:-1]]
+        return torch.where(sizes > 0, sums / sizes.clamp_min(1), fallback)
+
+    edges = quantile_edges
+    centres = band_means(edges, values.new_zeros(num_groups))
+    for _ in range(max_iterations):
+        midpoints = (centres[:-1] + centres[1:]) / 2
+        inner = torch.searchsorted(values, midpoints, right=True)  # a value on a midpoint joins the lower band
+        moved = torch.cat([edges.new_zeros(1), inner, edges.new_full((1,), n)])
+        if torch.equal(moved, edges):
+            break
+        edges = moved
+        centres = band_means(edges, centres)
+    return edges
+
+
+def kmeans_window_selection(
+    score: torch.Tensor, num_keep: int, step: int, num_groups: int, window: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The official SeTa rows for pruned epoch `step`: a uniform subset of `num_keep` rows cut into `num_groups`
+    k-means bands of `score` (`kmeans_band_edges`), and the whole bands `seta_window_start(step)` to that
+    plus `window` kept. Rows never observed (NaN) join the hardest band. At `step == 0` the whole subset; an
+    empty window keeps one row of the subset, as the official code keeps one."""
+    n = score.numel()
+    perm = torch.randperm(n, generator=generator, device=generator.device).to(score.device)
+    subset = perm[: min(num_keep, n)]
+    if step == 0 or subset.numel() == 0:
+        return subset
+    keyed = torch.nan_to_num(score[subset].double(), nan=math.inf)
+    order = torch.sort(keyed, stable=True)
+    observed = int(torch.isfinite(order.values).sum())
+    edges = kmeans_band_edges(order.values[:observed], num_groups)
+    edges[-1] = subset.numel()  # the never-observed rows, sorted last, join the hardest band
+    start = seta_window_start(step, num_groups, window)
+    rows = subset[order.indices[int(edges[start]) : int(edges[start + window])]]
+    return rows if rows.numel() else subset[:1]
+
+
 def seta_rows(
     score: torch.Tensor,
     num_keep: int,
@@ -127,7 +232,8 @@ def seta_rows(
         return torch.randperm(score.numel(), generator=generator, device=generator.device)[:num_keep].to(score.device)
     window = seta_window_size(options.seta_num_groups, options.seta_window_scale)
     step = epoch - schedule.warmup_epochs
-    return sliding_window_selection(score, num_keep, step, options.seta_num_groups, window, generator)
+    select = kmeans_window_selection if options.seta_grouping == "kmeans" else sliding_window_selection
+    return select(score, num_keep, step, options.seta_num_groups, window, generator)
 
 
 @register_strategy
@@ -138,6 +244,15 @@ class ScaleEfficientTraining(EpochAware, PruningStrategy):
     options_class = SeTaOptions
     options: SeTaOptions
     required_tables: ClassVar[frozenset[str]] = frozenset({"loss", "entropy"})  # entropy: recorded for every method
+
+    budget_at_most_num_keep = True  # whole k-means bands of a `num_keep`-row subset
+
+    @property
+    def fixed_budget(self) -> bool:  # type: ignore[override]
+        return self.options.seta_grouping == "quantile"
+
+    def check_arguments(self, args: Any) -> None:
+        self.options.check_open_window(args)
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
         rows = seta_rows(self.score(tables), num_keep, self._epoch, self._schedule, self.options, generator)
