@@ -60,7 +60,12 @@ BASELINES = ("random", "fewer_steps")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--arch", choices=["vit", "resnet"], default="vit", help="fashion: the image model")
+    extra.add_argument(
+        "--arch",
+        choices=["vit", "resnet", "minilm", "tiny-bert"],
+        help="the model: fashion 'vit' (default) or 'resnet'; sentiment 'minilm' (default, pre-trained) or "
+        "'tiny-bert' (a 2-layer BERT from scratch on MiniLM's tokenizer: cheap enough to train to convergence)",
+    )
     extra.add_argument("--plateau-share", type=float, default=0.2, help="share of the final epochs checked")
     extra.add_argument(
         "--freeze-layers", type=int, default=0, help="sentiment: freeze the embeddings and this many lower layers"
@@ -72,16 +77,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         rest += ["--methods", ",".join(DEFAULT_METHODS)]
     args = quality.parse_args(rest)
     args.arch, args.plateau_share, args.freeze_layers = own.arch, own.plateau_share, own.freeze_layers
+    if args.arch is None:
+        args.arch = "vit" if args.task == "fashion" else "minilm"
+    if args.arch not in (("vit", "resnet") if args.task == "fashion" else ("minilm", "tiny-bert")):
+        raise SystemExit(f"--arch {args.arch} is not a model of the {args.task} task.")
+    args.name = f"frontier_{args.task}" + ("_tiny_bert" if args.arch == "tiny-bert" else "")  # results and plots
     if "--out" not in rest:
-        args.out = str(quality.REPO / "benchmarks" / "results" / f"frontier_{args.task}")
+        args.out = str(quality.REPO / "benchmarks" / "results" / args.name)
     return args
 
 
 class Task(quality.Task):
-    """`quality.Task` plus a small from-scratch `ResNet` (transformers' `ResNetConfig`) for Fashion-MNIST, and
-    MiniLM with its lower layers frozen (`--freeze-layers`: a cheaper fine-tune of the top layers)."""
+    """`quality.Task` plus a small from-scratch `ResNet` (transformers' `ResNetConfig`) for Fashion-MNIST, MiniLM
+    with its lower layers frozen (`--freeze-layers`: a cheaper fine-tune of the top layers), and a tiny BERT from
+    scratch for the sentiment sentences (`--arch tiny-bert`)."""
 
     def model(self, seed: int) -> torch.nn.Module:
+        if self.args.arch == "tiny-bert":
+            from transformers import BertConfig, BertForSequenceClassification
+
+            torch.manual_seed(seed)
+            config = BertConfig(
+                vocab_size=self.processing_class.vocab_size,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=128,
+                max_position_embeddings=self.args.seq_len,
+                num_labels=2,
+            )
+            return BertForSequenceClassification(config)
         if self.args.task == "sentiment":
             model = super().model(seed)
             if self.args.freeze_layers:
@@ -121,7 +146,7 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
     full_steps = args.epochs * math.ceil(len(task.train) / args.batch_size)
     if baseline:
         fields["max_steps"] = pruned_steps(args, len(task.train), ratio)
-    curve = not pruned and not baseline and args.task == "fashion"  # full data: is it at its plateau?
+    curve = not pruned and not baseline and args.arch != "minilm"  # full data: is it at its plateau?
     with tempfile.TemporaryDirectory() as out:
         prune_ratio = ratio if pruned else None
         trainer = quality.build_trainer(task, args, out, fields, prune_ratio, seed, eval_each_epoch=curve)
@@ -227,7 +252,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
+def plot(rows: list[dict], task: str, plot_dir: Path, name: str) -> list[Path]:
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -258,7 +283,7 @@ def plot(rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{task}: accuracy vs realised saving (mean ± std over seeds)")
     ax.legend(fontsize=8)
-    paths = [plot_dir / f"frontier_{task}.png"]
+    paths = [plot_dir / f"{name}.png"]
     fig.savefig(paths[0], dpi=110)
 
     fig = Figure(figsize=(11.0, 1.5 + 0.3 * len(rows)), layout="constrained")
@@ -277,7 +302,7 @@ def plot(rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
         ax.axvline(0, color="black", linewidth=1)
         ax.set_xlabel(f"accuracy minus {baseline}'s, same seed (points, mean ± std)")
     fig.suptitle(f"{task}: paired differences to the budget-matched baselines (wins/seeds)", fontsize=10)
-    paths.append(plot_dir / f"frontier_{task}_paired.png")
+    paths.append(plot_dir / f"{name}_paired.png")
     fig.savefig(paths[1], dpi=110)
     return paths
 
@@ -286,7 +311,7 @@ def plot(rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     quality.quiet_runs(args)
-    setting = {**quality.setting_of(args), "arch": args.arch if args.task == "fashion" else None}
+    setting = {**quality.setting_of(args), "arch": None if args.arch == "minilm" else args.arch}
     if args.freeze_layers:
         setting["freeze_layers"] = args.freeze_layers
     prefix = Path(args.out)
@@ -325,7 +350,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     quality.write_summary(rows, prefix, setting)
     print(f"\nruns: {results}\nsummary: {prefix}_summary.csv, {prefix}_summary.json")
     if args.plot:
-        for path in plot(rows, args.task, Path(args.plot_dir)):
+        for path in plot(rows, args.task, Path(args.plot_dir), args.name):
             print(f"plot: {path}")
     return rows
 
