@@ -9,8 +9,7 @@ from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
 from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, StrategyOptions, register_strategy
 from .tracker import PruningState
 from .trainer import EMPTrainer, PruningMixin
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 _TRL_PAIR = ("EMPSFTConfig", "EMPSFTTrainer")
 

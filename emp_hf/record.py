@@ -26,6 +26,7 @@ from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .tracker import PruningState
+from .version import __version__
 
 RECORD_FORMAT_VERSION = 1
 RECORD_FILE = "pruning_record.json"
@@ -100,8 +101,6 @@ class PruningRecord:
             options: the pruning options (an `EMPConfig`, a `PruningOptions`, a dataclass or a mapping),
                 merged over the options `EMPTrainer` stores in `state.metadata`.
         """
-        from . import __version__
-
         n = state.num_rows
         if dataset is not None and len(dataset) != n:
             raise ValueError(
