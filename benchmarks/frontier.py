@@ -263,25 +263,7 @@ def plot(rows: list[dict], task: str, plot_dir: Path, name: str) -> list[Path]:
     colors = {m: palette[i % 10] for i, m in enumerate(methods)}
     fig = Figure(figsize=(7.5, 5.0), layout="constrained")
     ax = fig.add_subplot()
-    for i, method in enumerate(methods):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["realized_saving_mean"])
-        ax.errorbar(
-            [100 * r["realized_saving_mean"] for r in mine],
-            [100 * r["accuracy_mean"] for r in mine],
-            yerr=[100 * r["accuracy_std"] for r in mine],
-            label=method,
-            color=colors[method],
-            marker="osD^v<>pP*X"[i % 11],
-            linestyle="--" if method in BASELINES else "-",
-            capsize=3,
-            linewidth=1.5 if method in BASELINES else 1,
-        )
-    for r in rows:
-        if r["method"] == "none":
-            ax.axhline(100 * r["accuracy_mean"], color="black", linestyle=":", linewidth=1, label="none (full data)")
-    ax.set_xlabel("realised saving (% of example visits skipped)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{task}: accuracy vs realised saving (mean ± std over seeds)")
+    quality.plot_accuracy_vs_saving(ax, rows, colors, task, baselines=BASELINES)
     ax.legend(fontsize=8)
     paths = [plot_dir / f"{name}.png"]
     fig.savefig(paths[0], dpi=110)

@@ -419,6 +419,40 @@ def write_summary(rows: list[dict], prefix: Path, setting: dict[str, Any]) -> No
 
 
 # ---------------------------------------------------------------------------------------------- plots
+def plot_accuracy_vs_saving(
+    ax: Any, rows: list[dict], colors: dict[str, Any], task: str, baselines: tuple[str, ...] = ()
+) -> None:
+    """Each method of `colors` (in that order): accuracy (mean ± std over seeds) against realised saving, the
+    `baselines` dashed; full data (`none`) as a horizontal line."""
+    for i, method in enumerate(colors):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["realized_saving_mean"])
+        baseline = method in baselines
+        ax.errorbar(
+            [100 * r["realized_saving_mean"] for r in mine],
+            [100 * r["accuracy_mean"] for r in mine],
+            yerr=[100 * r["accuracy_std"] for r in mine],
+            label=method,
+            color=colors[method],
+            marker="osD^v<>pP*X"[i % 11],
+            linestyle="--" if baseline else "-",
+            capsize=3,
+            linewidth=1.5 if baseline else 1,
+        )
+    full_data_style = ":" if baselines else "--"  # dashes are the baselines' when there are any
+    for r in rows:
+        if r["method"] == "none":
+            ax.axhline(
+                100 * r["accuracy_mean"],
+                color="black",
+                linestyle=full_data_style,
+                linewidth=1,
+                label="none (full data)",
+            )
+    ax.set_xlabel("realised saving (% of example visits skipped)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{task}: accuracy vs realised saving (mean ± std over seeds)")
+
+
 def plot(records: list[dict], rows: list[dict], task: str, plot_dir: Path) -> list[Path]:
     from matplotlib.figure import Figure  # Agg through Figure.savefig: no pyplot, no display
 
@@ -431,25 +465,7 @@ def plot(records: list[dict], rows: list[dict], task: str, plot_dir: Path) -> li
 
     palette = colormaps["tab20"].colors
     colors = {m: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, m in enumerate(methods)}
-    markers = "osD^v<>pP*X"
-    for i, method in enumerate(methods):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["realized_saving_mean"])
-        ax.errorbar(
-            [100 * r["realized_saving_mean"] for r in mine],
-            [100 * r["accuracy_mean"] for r in mine],
-            yerr=[100 * r["accuracy_std"] for r in mine],
-            label=method,
-            color=colors[method],
-            marker=markers[i % len(markers)],
-            capsize=3,
-            linewidth=1,
-        )
-    for r in rows:
-        if r["method"] == "none":
-            ax.axhline(100 * r["accuracy_mean"], color="black", linestyle="--", linewidth=1, label="none (full data)")
-    ax.set_xlabel("realised saving (% of example visits skipped)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{task}: accuracy vs realised saving (mean ± std over seeds)")
+    plot_accuracy_vs_saving(ax, rows, colors, task)
     ax.legend(fontsize=7, ncol=2)
     path = plot_dir / f"{task}_accuracy_vs_saving.png"
     fig.savefig(path, dpi=110)
