@@ -258,9 +258,10 @@ class PruningMixin(TrainerLoopHooks):
         (default: all rows, an upper bound).
         """
         known = self.pruning_state.epoch_plan_sizes[: schedule.num_epochs]
-        estimate = known[-1] if known and schedule.phase(len(known) - 1) == "pruned" else None
         if self.strategy.budget_at_most_num_keep:
             estimate = schedule.num_keep
+        else:
+            estimate = known[-1] if known and schedule.phase(len(known) - 1) == "pruned" else None
         sizes = list(known)
         for epoch in range(len(known), schedule.num_epochs):
             size = schedule.nominal_plan_size(epoch)

@@ -324,6 +324,18 @@ def test_kmeans_finds_separated_clusters_and_chunks_equal_values():
     assert kmeans_band_edges(values, 1).tolist() == [0, 100]
 
 
+@pytest.mark.parametrize(("size", "groups"), [(1, 5), (3, 5), (4, 5), (7, 10), (9, 10)])
+def test_kmeans_with_fewer_rows_than_bands_keeps_ordered_bands(size, groups):
+    values = torch.sort(torch.rand(size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)).values
+    edges = kmeans_band_edges(values, groups)
+    assert edges[0] == 0 and edges[-1] == size and torch.all(edges[1:] >= edges[:-1])
+    for step in range(1, 4):
+        rows = kmeans_window_selection(
+            values.float(), size, step, groups, groups - 1, torch.Generator().manual_seed(step)
+        )
+        assert 1 <= rows.numel() == rows.unique().numel() <= size
+
+
 def test_kmeans_window_keeps_whole_bands_of_a_uniform_subset():
     # three well-separated loss levels: bands of 50, 30 and 20 rows over 100 rows
     loss = torch.cat([torch.full((50,), 0.5), torch.full((30,), 2.0), torch.full((20,), 9.0)])

@@ -165,8 +165,9 @@ def kmeans_band_edges(values: torch.Tensor, num_groups: int, max_iterations: int
     In 1-D every k-means cluster is a band of consecutive sorted values, so a clustering is its edges: band `g` is
     `values[edges[g]:edges[g + 1]]`, bands in increasing order of centre. The centres start at the means of the `G`
     quantile bands; each iteration moves every value to its nearest centre (a tie to the lower one, as an argmin
-    does) and every centre to its band's mean (an empty band keeps its centre), until no value moves. All values
-    equal: the `G` quantile bands (the official code's `torch.chunk`).
+    does) and every centre to its band's mean (an empty band keeps its centre, the centres kept in order), until no
+    value moves. All values equal: the `G` quantile bands (the official code's `torch.chunk`); fewer values than
+    bands leave some bands empty.
     """
     n = values.numel()
     quantile_edges = torch.div(
@@ -183,7 +184,7 @@ def kmeans_band_edges(values: torch.Tensor, num_groups: int, max_iterations: int
         return torch.where(sizes > 0, sums / sizes.clamp_min(1), fallback)
 
     edges = quantile_edges
-    centres = band_means(edges, values.new_zeros(num_groups))
+    centres = band_means(edges, values[edges[:-1].clamp(max=n - 1)])  # an empty band (n < G): its edge's value
     for _ in range(max_iterations):
         midpoints = (centres[:-1] + centres[1:]) / 2
         inner = torch.searchsorted(values, midpoints, right=True)  # a value on a midpoint joins the lower band
@@ -191,7 +192,7 @@ def kmeans_band_edges(values: torch.Tensor, num_groups: int, max_iterations: int
         if torch.equal(moved, edges):
             break
         edges = moved
-        centres = band_means(edges, centres)
+        centres = torch.cummax(band_means(edges, centres), 0).values  # an empty band's kept centre stays in order
     return edges
 
 
