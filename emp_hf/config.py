@@ -169,6 +169,16 @@ class PruningArguments(PruningOptions):
     def _check_strategy_options(self) -> None:
         """Build `strategy_options` now (a registered strategy's own checks run on `pruning_kwargs`) and make sure
         checkpoints and records can store them."""
+        options_class = STRATEGIES[self.pruning_method].options_class
+        config_fields = {option.name: option for option in fields(self)}
+        for option in fields(options_class):  # an option that is also a config field takes the config's value
+            shared = config_fields.get(option.name)
+            if shared is not None and option.name != "prune_ratio" and option.default != shared.default:
+                raise ValueError(
+                    f"{options_class.__name__}.{option.name} defaults to {option.default!r}, but it is also the "
+                    f"config field {type(self).__name__}.{option.name} (default {shared.default!r}), whose value "
+                    "the strategy gets: rename the option, or give it the config's default."
+                )
         options = self.strategy_options
         STRATEGIES[self.pruning_method](options).check_arguments(self)
         try:

@@ -197,3 +197,22 @@ def test_the_options_table_in_the_docs_names_every_pruning_option():
 def test_options_that_a_checkpoint_cannot_store_are_refused(tmp_path, hardest_rows):
     with pytest.raises(ValueError, match=r"the options of pruning_method='hardest_rows_test' .* must be JSON values"):
         EMPConfig(output_dir=str(tmp_path), pruning_method=HardestRows.name, pruning_kwargs={"label": object()})
+
+
+def test_an_option_that_shadows_a_config_field_with_another_default_is_refused(tmp_path):
+    @dataclass
+    class GreedyOptions(StrategyOptions):
+        epsilon: float = 0.5  # EMPConfig.epsilon defaults to 0.1: the strategy would silently get 0.1
+
+    class Greedy(HardestRows):
+        name = "greedy_test"
+        options_class = GreedyOptions
+
+    register_strategy(Greedy)
+    try:
+        with pytest.raises(
+            ValueError, match=r"GreedyOptions.epsilon defaults to 0.5, but it is also the config field"
+        ):
+            EMPConfig(output_dir=str(tmp_path), pruning_method=Greedy.name)
+    finally:
+        del STRATEGIES[Greedy.name]
