@@ -146,10 +146,11 @@ class PruningArguments(PruningOptions):
             raise invalid_option(
                 self, "push_pruning_record", "HF_HUB_OFFLINE is set, so nothing can be pushed; unset one of them."
             )
-        if self.auto_find_batch_size:
+        if self.auto_find_batch_size and self.pruning_method != "none":
             raise ValueError(
-                f"{type(self).__name__}.auto_find_batch_size=True is not supported: a retried batch size would "
-                "count the visits of the failed attempt twice. Set per_device_train_batch_size instead."
+                f"{type(self).__name__}.auto_find_batch_size=True is not supported with pruning_method="
+                f"{self.pruning_method!r}: the plans and step budget are fixed for one batch size. Set "
+                "per_device_train_batch_size instead (pruning_method='none' takes auto_find_batch_size)."
             )
         if self.pruning_method != "none" and self.max_steps <= 0:
             epochs = self.num_train_epochs

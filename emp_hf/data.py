@@ -21,6 +21,13 @@ except ImportError:  # pragma: no cover - datasets is a dependency, but keep tor
     datasets = None
 
 
+def is_iterable(dataset: Any) -> bool:
+    """Whether `dataset` is a streamed (iterable) dataset: torch's or `datasets`'."""
+    return isinstance(dataset, IterableDataset) or (
+        datasets is not None and isinstance(dataset, datasets.IterableDataset)
+    )
+
+
 def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
     """Return `dataset` with a `column` holding each example's row index (0..N-1).
 
@@ -29,12 +36,11 @@ def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
     `column` that is not exactly 0..N-1 (a dataset shuffled, selected or filtered after indexing) is rebuilt.
     Iterable datasets are rejected: dynamic pruning needs random access to rows.
     """
-    if isinstance(dataset, IterableDataset) or (
-        datasets is not None and isinstance(dataset, datasets.IterableDataset)
-    ):
+    if is_iterable(dataset):
         raise TypeError(
             "Dynamic data pruning needs random access to rows, but the training dataset is an IterableDataset. "
-            "Pass a map-style dataset (e.g. load_dataset(..., streaming=False)) or use transformers.Trainer."
+            "Pass a map-style dataset (e.g. load_dataset(..., streaming=False)), or train it with "
+            "pruning_method='none'."
         )
     if datasets is not None and isinstance(dataset, datasets.Dataset):
         return _add_to_hf_dataset(dataset, column)

@@ -161,6 +161,16 @@ def labelled_rows(labels: torch.Tensor, task: Task) -> torch.Tensor:
     return (labels != IGNORE_INDEX).any(dim=1)
 
 
+def label_counts(labels: torch.Tensor, task: Task) -> torch.Tensor:
+    """Each row's number of labelled targets, `[batch]`: 1 or 0 for a sequence head (a regression or multi-label
+    target always counts 1), the labelled next tokens of a causal LM, the labelled positions of a token head."""
+    if task == "sequence":
+        return labelled_rows(labels, task).to(torch.int64)
+    if task == "causal_lm":
+        labels = labels[:, 1:]
+    return (labels != IGNORE_INDEX).sum(dim=1)
+
+
 def per_example_stats(
     outputs: Any,
     labels: torch.Tensor | None,

@@ -90,14 +90,23 @@ def causal_lm_stats(
         return loss.sum(dim=1) / count, entropy.sum(dim=1) / count
     if num_examples is None:
         raise ValueError("causal_lm_stats: padding-free batches need num_examples.")
+    count = _per_flat_example(valid, position_ids, num_examples)
+    return (
+        _per_flat_example(loss, position_ids, num_examples) / count,
+        _per_flat_example(entropy, position_ids, num_examples) / count,
+    )
+
+
+def _per_flat_example(values: torch.Tensor, position_ids: torch.Tensor, num_examples: int) -> torch.Tensor:
+    """Sums of next-token `values` (`[1, T - 1]`) per example of a padding-free row; padding past the last dropped."""
     example = ((position_ids == 0).cumsum(dim=-1) - 1)[:, 1:].reshape(-1).clamp(0, num_examples)
+    sums = torch.zeros(num_examples + 1, dtype=torch.float32, device=values.device)
+    return sums.index_add_(0, example, values.reshape(-1).float())[:num_examples]
 
-    def per_example(values: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros(num_examples + 1, dtype=torch.float32, device=values.device)
-        return sums.index_add_(0, example, values.reshape(-1).float())[:num_examples]
 
-    count = per_example(valid)
-    return per_example(loss) / count, per_example(entropy) / count
+def causal_lm_label_counts(labels: torch.Tensor, position_ids: torch.Tensor, num_examples: int) -> torch.Tensor:
+    """Each example's labelled next tokens in a padding-free row (`labels` and `position_ids` `[1, T]`)."""
+    return _per_flat_example(labels[:, 1:] != IGNORE_INDEX, position_ids, num_examples)
 
 
 class EMPSFTTrainer(PruningMixin, SFTTrainer):
@@ -109,19 +118,12 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
     """
 
     config_class = EMPSFTConfig
-    _flat_batch: tuple[torch.Tensor, int] | None = None
 
-    def compute_loss(
-        self,
-        model: torch.nn.Module,
-        inputs: dict[str, Any],
-        return_outputs: bool = False,
-        num_items_in_batch: torch.Tensor | int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        rows = inputs.get(self.args.pruning_index_column)
-        # A padding-free batch is one flattened row: remember where its examples start for `_per_example`.
-        self._flat_batch = (inputs["position_ids"], len(rows)) if self.padding_free and rows is not None else None
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+    def _new_micro_batch(self, rows: torch.Tensor, inputs: dict[str, Any]) -> Any:
+        batch = super()._new_micro_batch(rows, inputs)
+        # A padding-free batch is one flattened row: its examples start wherever a position id is 0.
+        batch.position_ids = inputs.get("position_ids") if self.padding_free else None
+        return batch
 
     def _per_example(self, outputs: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.per_example_loss_func is not None or self._task != "causal_lm":
@@ -129,7 +131,7 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
         logits = getattr(outputs, "logits", None)
         if logits is None or labels is None:
             return super()._per_example(outputs, labels)  # raises the message that says what is missing
-        position_ids, num_examples = self._flat_batch or (None, None)
+        position_ids, num_examples = self._flat_layout()
         return causal_lm_stats(
             logits,
             labels,
@@ -138,3 +140,15 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
             position_ids=position_ids,
             num_examples=num_examples,
         )
+
+    def _label_counts(self, labels: Any) -> torch.Tensor:
+        position_ids, num_examples = self._flat_layout()
+        if position_ids is None or self._task != "causal_lm":
+            return super()._label_counts(labels)
+        return causal_lm_label_counts(labels, position_ids, num_examples)
+
+    def _flat_layout(self) -> tuple[torch.Tensor | None, int | None]:
+        """`(position_ids, number of examples)` of a padding-free micro-batch, else `(None, None)`."""
+        batch = self._micro_batch
+        position_ids = getattr(batch, "position_ids", None) if batch is not None else None
+        return (position_ids, batch.rows.numel()) if position_ids is not None else (None, None)

@@ -11,24 +11,26 @@ import math
 import os
 import tempfile
 import warnings
-from dataclasses import asdict
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, TrainOutput
+from transformers.modeling_utils import unwrap_model
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 from transformers.utils import find_labels, logging
 
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
 from .config import INDEX_COLUMN, EMPConfig, PruningArguments
-from .data import PlanOrderSampler, RowIndexCollator, add_row_index, row_lengths
+from .data import PlanOrderSampler, RowIndexCollator, add_row_index, is_iterable, row_lengths
 from .distributed import attach_process_group
 from .losses import (
     PerExampleLossFunc,
     Task,
     infer_task,
-    labelled_rows,
+    label_counts,
     model_name_of,
     per_example_stats,
     unwrap_peft,
@@ -40,6 +42,18 @@ from .strategies.base import option_defaults
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
+
+
+@dataclass
+class MicroBatch:
+    """One training micro-batch as the statistics see it: its rows, its labels, and what its forward pass gave."""
+
+    rows: torch.Tensor
+    labels: Any = None
+    outputs: Any = None  # the forward pass's outputs, kept until `compute_loss` reweights them
+    forwarded: bool = False  # the model ran on this micro-batch
+    observed: bool = False  # its statistics were recorded
+    position_ids: torch.Tensor | None = None  # a padding-free batch: where its examples start (EMPSFTTrainer)
 
 
 class PruningMixin(TrainerLoopHooks):
@@ -85,13 +99,13 @@ class PruningMixin(TrainerLoopHooks):
                 f"{config.__name__}(...)."
             )
         self._check_index_column(model, args)
-        if train_dataset is not None and not hasattr(train_dataset, "__len__"):
+        if train_dataset is not None and is_iterable(train_dataset) and args.pruning_method != "none":
             add_row_index(train_dataset, args.pruning_index_column)  # raises: pruning needs random access to rows
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
         # Index the dataset the trainer trains on (TRL's trainers tokenize, filter and shuffle it in __init__).
-        self._dataset_fingerprint = getattr(self.train_dataset, "_fingerprint", None)
-        if self.train_dataset is not None:
-            self.train_dataset = add_row_index(self.train_dataset, args.pruning_index_column)
+        self._indexed_dataset: Any = None
+        self._dataset_fingerprint: str | None = None
+        self._index_train_dataset()
         self.per_example_loss_func = per_example_loss_func
         self._check_sampling_strategy()
         self.strategy = build_strategy(args.pruning_method, args.strategy_options)
@@ -100,15 +114,21 @@ class PruningMixin(TrainerLoopHooks):
         self._problem_type: str | None = None
         self._resolve_head()
         if self.strategy.uses_weights:
-            self.loss_is_scaled_for_ga = False  # the reweighted loss is a per-batch mean
+            if per_example_loss_func is not None:
+                self.loss_is_scaled_for_ga = False  # the reweighted user loss is a per-batch mean
             if self.compute_loss_func is not None and per_example_loss_func is None:
                 raise ValueError(
                     f"pruning_method={args.pruning_method!r} reweights each example's loss, so a compute_loss_func "
                     "cannot be used as given (it returns one batch loss). Pass per_example_loss_func=fn instead, "
                     "fn(outputs, labels) -> (loss, entropy) of shape [batch]: emp_hf weights and averages those."
                 )
+        self._micro_batch: MicroBatch | None = None
+        self._hooked: tuple[torch.nn.Module, Any] | None = None
+        self._warned_no_entropy = False
         self.pruning_state: PruningState | None = self._new_pruning_state()
         self._planner: EpochPlanner | None = None
+        self._resume_from: str | None = None
+        self._dataloaders_built = 0
         self._sampler: PruningSampler | None = None
         self._step_counter: StepCounter | None = None
         self._epoch = 0
@@ -121,8 +141,30 @@ class PruningMixin(TrainerLoopHooks):
             )
 
     # ------------------------------------------------------------------ state
+    def _index_train_dataset(self) -> None:
+        """Give the training set its row-index column, once per dataset object (also one assigned after
+        construction: `trainer.train_dataset = other`). `none` trains on an `IterableDataset` as Trainer does,
+        without statistics (one warning)."""
+        dataset = self.train_dataset
+        if dataset is None or dataset is self._indexed_dataset:
+            return
+        if is_iterable(dataset):  # only `none` gets here (a pruning method refused it at construction)
+            logger.warning(
+                "The training dataset is an IterableDataset: pruning_method='none' trains on it as Trainer does, "
+                "without per-row statistics (they need a row index: use a map-style dataset to record them)."
+            )
+            self._indexed_dataset = dataset
+            return
+        self._dataset_fingerprint = getattr(dataset, "_fingerprint", None)
+        self.train_dataset = self._indexed_dataset = add_row_index(dataset, self.args.pruning_index_column)
+
+    @property
+    def _tracks_rows(self) -> bool:
+        """Whether the training set has a row index (every map-style dataset; not a streamed one under `none`)."""
+        return self.train_dataset is not None and not is_iterable(self.train_dataset)
+
     def _new_pruning_state(self) -> PruningState | None:
-        if self.train_dataset is None:
+        if not self._tracks_rows:
             return None
         state = PruningState(
             len(self.train_dataset),
@@ -175,29 +217,77 @@ class PruningMixin(TrainerLoopHooks):
         if self.train_dataset is None:
             raise ValueError(f"{type(self).__name__}: training requires a train_dataset.")
         ensure_trainer_internals(type(self))
+        self._index_train_dataset()
         self._resolve_head()
         self._check_output_dir_writable()
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
-        self.pruning_state = self._new_pruning_state()
-        if resume_from_checkpoint:
-            self._load_pruning_state(resume_from_checkpoint)
+            resume_from_checkpoint = self._last_checkpoint()
+        self._resume_from = resume_from_checkpoint or None
+        self._dataloaders_built = 0
+        self._reset_pruning_state()
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        if self.pruning_state is None:
+            return output
         self.pruning_state.flush()  # on every process: the last observations reach the tables (one gather)
-        if self.is_world_process_zero():
-            save_pruning_state(self.pruning_state, self.args.output_dir)  # `emp-hf export/inspect OUTPUT_DIR`
-            if self.args.push_pruning_record:
-                self._push_pruning_record(save_dir=os.path.join(self.args.output_dir, "pruning_record"))
+        if self.args.push_pruning_record and self.is_world_process_zero():
+            self._push_pruning_record(save_dir=os.path.join(self.args.output_dir, "pruning_record"))
         summary = self.pruning_summary()
         output.metrics.update({f"train_{k.split('/')[-1]}": v for k, v in summary.items()})
         return output
 
+    def _last_checkpoint(self) -> str:
+        """`resume_from_checkpoint=True`: the newest complete checkpoint (`none`: the Trainer's choice, as Trainer)."""
+        output_dir = self.args.output_dir
+        if self._trains_like_trainer:
+            checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        else:
+            checkpoint = latest_complete_checkpoint(output_dir)
+        if checkpoint is None:
+            raise ValueError(f"No complete checkpoint found in output directory ({output_dir})")
+        return checkpoint
+
+    def _reset_pruning_state(self) -> None:
+        """A fresh pruning state, or the one of the checkpoint training resumes from."""
+        self.pruning_state = self._new_pruning_state()
+        checkpoint = self._resume_from
+        if self.pruning_state is None or not checkpoint or not os.path.isdir(checkpoint):
+            return  # no checkpoint at that path: the Trainer says so ("Can't find a valid checkpoint at ...")
+        try:
+            self._load_pruning_state(checkpoint)
+        except (FileNotFoundError, ValueError) as error:
+            if not self._trains_like_trainer:
+                raise
+            # `none` resumes as Trainer does; statistics it cannot trust are not used: they start afresh.
+            logger.warning(f"Not resuming the pruning statistics ({error}); they start afresh from this run.")
+            self.pruning_state = self._new_pruning_state()
+
+    @property
+    def _trains_like_trainer(self) -> bool:
+        """`none`, the control arm: Trainer's sampler, epochs and step counts, untouched."""
+        return self.args.pruning_method == "none"
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, and the pruning state beside the model (`emp-hf inspect/export OUTPUT_DIR`)."""
+        super().save_model(output_dir, _internal_call)
+        state = self.pruning_state
+        if _internal_call or state is None or not self.args.should_save or not state.epoch_plan_sizes:
+            return  # checkpoints get theirs in `_save_checkpoint`
+        self._stamp(state)
+        save_pruning_state(state, output_dir if output_dir is not None else self.args.output_dir)
+
+    def _stamp(self, state: PruningState) -> None:
+        """Note in the state the optimizer step it was saved at (readers pick the newest state by it)."""
+        state.metadata["global_step"] = self.state.global_step
+
     # ------------------------------------------------------------------ sampling and step budget
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        if self.pruning_state is None:
+            return super()._get_train_sampler(train_dataset)
+        if self._dataloaders_built and self.is_in_train:  # `auto_find_batch_size` retries with a smaller batch
+            self._reset_pruning_state()  # the failed attempt's visits do not count
+        self._dataloaders_built += 1
         self._prepare_pruning()
-        if self.args.pruning_method == "none":  # the control arm trains exactly like Trainer
+        if self._trains_like_trainer:
             self._sampler = None
             return super()._get_train_sampler(train_dataset)
         self._sampler = PruningSampler(self._planner)
@@ -307,6 +397,14 @@ class PruningMixin(TrainerLoopHooks):
     def _pruning_epoch_begin(self, epoch: int, train_dataloader: Any) -> EpochLength | None:
         """Plan `epoch` and return its length in micro-batches and optimizer steps (None: Trainer's own)."""
         self._epoch = epoch
+        if self.pruning_state is None:  # `none` on a streamed dataset: nothing to record
+            return None
+        if len(self.train_dataset) != self.pruning_state.num_rows:
+            raise RuntimeError(
+                f"The training dataset changed length during training: {len(self.train_dataset)} rows at epoch "
+                f"{epoch}, {self.pruning_state.num_rows} when training started. Its rows must stay the same for "
+                "the whole run; start a new run (a new output_dir) to train on other data."
+            )
         if self._sampler is None:  # `none`: Trainer's sampler, epochs and step counts, untouched
             self._planner.record_full_epoch(epoch)
             return None
@@ -325,8 +423,13 @@ class PruningMixin(TrainerLoopHooks):
         return EpochLength(micro_batches, self._step_counter.update_steps(plan_size))
 
     def _pruning_epoch_end(self, epoch: int) -> None:
-        if self.args.logging_strategy != IntervalStrategy.NO:  # the epoch just trained, and the run so far
-            self.log(self.pruning_summary())
+        """Nothing to do: the pruning summary rides on the Trainer's own training logs (`log`)."""
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """`Trainer.log`; each training log (the one with `loss`) also carries the pruning summary."""
+        if "loss" in logs and self.is_in_train and self.pruning_state is not None:
+            logs = {**logs, **self.pruning_summary()}
+        super().log(logs, start_time)
 
     def _retarget_budget(self) -> None:
         """InfoBatch without budget matching: re-estimate the total steps now that this epoch's size is known."""
@@ -346,6 +449,74 @@ class PruningMixin(TrainerLoopHooks):
         if self.args.pruning_index_column not in self._signature_columns:
             self._signature_columns.append(self.args.pruning_index_column)
 
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Take the row index off the batch, then train as the Trainer does; the forward hook records statistics.
+
+        The index never reaches `compute_loss` (nor a user's override of it) or the model. The statistics come from
+        the outputs of the one training forward pass, whatever `compute_loss` does, through a forward hook on the
+        model (`_capture_outputs`).
+        """
+        rows = inputs.pop(self.args.pruning_index_column, None) if isinstance(inputs, MutableMapping) else None
+        if rows is None or self.pruning_state is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        self._hook_model(model)
+        batch = self._micro_batch = self._new_micro_batch(rows, inputs)
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            self._micro_batch = None
+        if not batch.forwarded:
+            raise RuntimeError(
+                f"{type(self).__name__} records each example's loss from the model's forward pass, but this training "
+                "step never called the model (trainer.model): call it in compute_loss, e.g. outputs = model(**inputs)."
+            )
+        if not batch.observed:  # a weighted strategy, and a compute_loss override that skips ours
+            raise RuntimeError(
+                f"pruning_method={self.args.pruning_method!r} reweights each example's loss in "
+                f"{type(self).__name__}.compute_loss, which your compute_loss override does not call: call "
+                "super().compute_loss(model, inputs, return_outputs, num_items_in_batch), or pick a pruning method "
+                "that does not reweight (e.g. 'emp')."
+            )
+        return loss
+
+    def _new_micro_batch(self, rows: torch.Tensor, inputs: dict[str, Any]) -> MicroBatch:
+        """What the forward hook and `compute_loss` need of this micro-batch (labels as the Trainer names them)."""
+        labels = tuple(inputs.get(name) for name in self.label_names) if self.label_names else ()
+        label = labels[0] if len(labels) == 1 else (None if all(x is None for x in labels) else labels)
+        if label is None and self.per_example_loss_func is None and self._task is not None:
+            names = self.label_names or ["labels"]
+            raise ValueError(
+                f"The training batches have no {names[0]!r}, which the model needs to compute its loss (batch keys: "
+                f"{sorted(inputs)}). Add a {names[0]!r} column to the training dataset, set label_names, or use a "
+                "data collator that builds the labels."
+            )
+        return MicroBatch(rows=rows, labels=label)
+
+    def _hook_model(self, model: torch.nn.Module) -> None:
+        """Register `_capture_outputs` on the model under every wrapper (once per model object)."""
+        module = unwrap_model(self.accelerator.unwrap_model(model))
+        if self._hooked is not None and self._hooked[0] is module:
+            return
+        if self._hooked is not None:
+            self._hooked[1].remove()
+        self._hooked = (module, module.register_forward_hook(self._capture_outputs))
+
+    def _capture_outputs(self, module: torch.nn.Module, args: Any, outputs: Any) -> None:
+        """Forward hook: the first training forward pass of a micro-batch gives its per-example statistics."""
+        batch = self._micro_batch
+        if batch is None or batch.forwarded or not module.training:
+            return
+        batch.forwarded = True
+        if self.strategy.uses_weights:  # compute_loss reweights the per-example losses of these outputs
+            batch.outputs = outputs
+            return
+        with torch.no_grad():
+            loss, entropy = self._per_example(outputs, batch.labels)
+        self._observe(batch.rows, loss.detach(), entropy.detach())
+        batch.observed = True
+
     def compute_loss(
         self,
         model: torch.nn.Module,
@@ -353,19 +524,19 @@ class PruningMixin(TrainerLoopHooks):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        rows = inputs.pop(self.args.pruning_index_column, None)
-        if rows is None or not model.training:
+        inputs.pop(self.args.pruning_index_column, None)  # a direct call with an indexed batch
+        batch = self._micro_batch
+        if batch is None or not self.strategy.uses_weights or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs.get("labels")
-        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        if self.strategy.uses_weights:
-            example_loss, entropy = self._per_example(outputs, labels)
-            weight = self.pruning_state.loss_weight(rows).to(example_loss.device)
-            loss = self._weighted_mean(weight, example_loss, labels)
-        else:
-            with torch.no_grad():
-                example_loss, entropy = self._per_example(outputs, labels)
-        self._observe(rows, example_loss.detach(), entropy.detach())
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        trainer_loss, outputs = result if return_outputs else (result, None)
+        if batch.outputs is None:
+            raise RuntimeError(f"{type(self).__name__}.compute_loss: the model was not called on the training batch.")
+        example_loss, entropy = self._per_example(batch.outputs, batch.labels)
+        weight = self.pruning_state.loss_weight(batch.rows).to(example_loss.device)
+        loss = self._weighted_loss(weight, example_loss, batch.labels, trainer_loss)
+        self._observe(batch.rows, example_loss.detach(), entropy.detach())
+        batch.observed, batch.outputs = True, None
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(
@@ -379,14 +550,35 @@ class PruningMixin(TrainerLoopHooks):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def _resolve_head(self) -> None:
-        """Which per-example loss the model needs: fails before training for a head emp_hf does not know."""
-        if self.per_example_loss_func is None and self.model is not None:
+        """Which per-example loss the model needs; a head emp_hf does not know is refused before training, except
+        by `none`, which then trains exactly as the Trainer does and records visits only (one warning)."""
+        self._task = None
+        if self.per_example_loss_func is not None or self.model is None:
+            return
+        try:
             self._task = infer_task(self.model)
-            self._problem_type = getattr(getattr(unwrap_peft(self.model), "config", None), "problem_type", None)
+        except ValueError:
+            if self.args.pruning_method != "none":
+                raise
+            logger.warning(
+                f"EMPTrainer cannot split the loss of a {type(unwrap_peft(self.model)).__name__} into per-example "
+                "losses: pruning_method='none' trains as Trainer does and records each row's visits only (pass "
+                "per_example_loss_func to record losses too)."
+            )
+        self._problem_type = getattr(getattr(unwrap_peft(self.model), "config", None), "problem_type", None)
 
-    def _per_example(self, outputs: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def _records_visits_only(self) -> bool:
+        return self._task is None and self.per_example_loss_func is None
+
+    def _per_example(self, outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example `(loss, entropy)`, each `[batch]`, of the training forward pass's `outputs`."""
         if self.per_example_loss_func is not None:
-            return self.per_example_loss_func(outputs, labels)
+            return self._user_per_example(outputs, labels)
+        if self._records_visits_only:  # visits only: NaN statistics leave the tables unchanged
+            rows = self._micro_batch.rows
+            nan = torch.full(rows.shape, float("nan"), device=rows.device)
+            return nan, nan
         loss, entropy = per_example_stats(
             outputs, labels, self._task, self.args.label_smoothing_factor, problem_type=self._problem_type
         )
@@ -399,6 +591,25 @@ class PruningMixin(TrainerLoopHooks):
         ):
             logger.warning("EMP on a regression task has no predictive entropy: it reduces to loss-only selection.")
             self._warned_regression = True
+        return loss, entropy
+
+    def _user_per_example(self, outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """`per_example_loss_func(outputs, labels)`: `(loss, entropy)`, or `loss` / `(loss, None)` for no entropy."""
+        result = self.per_example_loss_func(outputs, labels)
+        loss, entropy = result if isinstance(result, tuple) and len(result) == 2 else (result, None)
+        if not torch.is_tensor(loss) or not (entropy is None or torch.is_tensor(entropy)):
+            raise TypeError(
+                "per_example_loss_func must return (loss, entropy), two tensors of shape [batch] (or loss alone, or "
+                f"(loss, None), when there is no entropy), got {type(result).__name__}."
+            )
+        if entropy is None:
+            if not self._warned_no_entropy and "entropy" in self.strategy.required_tables:
+                logger.warning(
+                    f"per_example_loss_func returns no entropy: pruning_method={self.args.pruning_method!r} reads "
+                    "it and counts it as 0."
+                )
+                self._warned_no_entropy = True
+            entropy = torch.zeros_like(loss.detach())
         return loss, entropy
 
     def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
@@ -417,7 +628,10 @@ class PruningMixin(TrainerLoopHooks):
         # The pruning state goes in first: the Trainer's save ends by deleting old checkpoints
         # (save_total_limit) and may push the folder (hub_strategy="checkpoint"); both must find it written.
         # The Trainer's trainer_state.json, written after the model, marks the checkpoint complete.
+        if self.pruning_state is None:
+            return super()._save_checkpoint(model, trial)
         self.pruning_state.flush()  # on every process (a collective with several), before the main one reads it
+        self._stamp(self.pruning_state)
         if self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -440,6 +654,8 @@ class PruningMixin(TrainerLoopHooks):
     def pruning_summary(self) -> dict[str, float]:
         """Kept fraction of the latest planned epoch, realised saving so far, and a frequency summary."""
         state = self.pruning_state
+        if state is None:
+            return {}
         frequency = state.frequency.float()  # flushes the buffered observations (on every process)
         sizes = state.epoch_plan_sizes
         return {
@@ -469,13 +685,31 @@ class PruningMixin(TrainerLoopHooks):
                 f"each batch before the forward pass. Choose a free column name (default {INDEX_COLUMN!r})."
             )
 
-    def _weighted_mean(self, weight: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Mean of `weight * loss` over the rows that have a label (built-in heads); no host sync, no NaN."""
-        if self.per_example_loss_func is not None or labels is None:
+    def _weighted_loss(
+        self, weight: torch.Tensor, loss: torch.Tensor, labels: Any, trainer_loss: torch.Tensor
+    ) -> torch.Tensor:
+        """The reweighted loss on the scale of the Trainer's own `trainer_loss`: equal to it when every weight is 1.
+
+        Built-in heads: `sum_i w_i * loss_i * n_i / D`, with `n_i` the row's labelled targets (1 for a sequence
+        label, its labelled tokens for a token head) and `D = sum_i loss_i * n_i / trainer_loss` (detached) the
+        normaliser the model's loss used: the micro-batch's targets for a mean, `num_items_in_batch` for a loss
+        that takes it, over the processes where `average_tokens_across_devices` scales it. The Trainer's
+        gradient-accumulation rule then applies as to its own loss. A `per_example_loss_func`'s losses are averaged
+        over the micro-batch (and divided by the accumulation steps). No host sync; rows without a label take no
+        part.
+        """
+        if self.per_example_loss_func is not None:
             return (weight * loss).mean()
-        labelled = labelled_rows(labels, self._task).to(loss.device)
-        total = torch.where(labelled, weight * loss, torch.zeros_like(loss)).sum()
-        return total / labelled.sum().clamp_min(1)
+        counts = self._label_counts(labels).to(loss.device)
+        contribution = torch.where(counts > 0, loss * counts, torch.zeros_like(loss))
+        reference = trainer_loss.detach().float()
+        total = contribution.sum().detach()
+        normaliser = torch.where(reference != 0, total / reference, counts.sum().clamp_min(1).float())
+        return (weight * contribution).sum() / normaliser
+
+    def _label_counts(self, labels: Any) -> torch.Tensor:
+        """Each row's number of labelled targets (`[batch]`): 1 or 0 for a sequence head, tokens for a token head."""
+        return label_counts(labels, self._task)
 
     def _check_sampling_strategy(self) -> None:
         """Pruning methods order each plan as 'random', 'group_by_length' or 'sequential'; refuse the others."""

@@ -23,6 +23,7 @@ def run(tmp_path_factory):
     args = make_args(tmp_path, num_train_epochs=4, pruning_method="emp", prune_ratio=0.5, save_strategy="epoch")
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=dataset)
     trainer.train()
+    trainer.save_model()  # the final pruning state beside the model, as a user saves it
     return trainer, dataset, args.output_dir
 
 
@@ -65,7 +66,7 @@ def test_inspect_output_dir_prints_the_summary_and_draws(run, tmp_path, capsys):
 def test_export_final_state_then_load_and_select(run, tmp_path, capsys):
     trainer, dataset, output_dir = run
     target = tmp_path / "record"
-    # EMPTrainer writes the final state to OUTPUT_DIR/pruning_state.pt; export prefers it to checkpoints
+    # save_model() wrote the final state to OUTPUT_DIR/pruning_state.pt; export prefers it to checkpoints
     assert os.path.isfile(os.path.join(output_dir, "pruning_state.pt"))
     assert main(["export", output_dir, "--to", str(target), "--plots"]) == 0
     assert "(out)" in capsys.readouterr().out

@@ -86,22 +86,23 @@ def test_weighted_strategies_ignore_rows_without_labelled_tokens(tmp_path, metho
 
 
 def test_weighted_loss_is_the_mean_over_labelled_rows(tmp_path):
+    """A token head's reweighted loss weights each labelled token by its row's weight, normalised as the model's
+    own loss (over the micro-batch's labelled tokens): the Trainer's loss when every weight is 1."""
     dataset = _token_dataset(n=8, unlabelled=(2, 5))
-    args = make_args(tmp_path, pruning_method="infobatch", num_train_epochs=4)
+    args = make_args(tmp_path, pruning_method="infobatch", num_train_epochs=4, learning_rate=0.0)
     trainer = EMPTrainer(model=_token_model(), args=args, train_dataset=dataset)
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    trainer.current_gradient_accumulation_steps = 1
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
     trainer.pruning_state.tables["weight"][:8] = torch.linspace(1.0, 2.0, 8)
-    trainer.model.train()
     torch.manual_seed(0)
-    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss = trainer.training_step(trainer.model, dict(batch))
     torch.manual_seed(0)
     logits = trainer.model(input_ids=batch["input_ids"]).logits
     labels = batch["labels"]
     token_loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
-    count = (labels != -100).sum(1)
-    keep = count > 0
-    per_row = token_loss.sum(1)[keep] / count[keep]
-    expected = (torch.linspace(1.0, 2.0, 8)[keep] * per_row).mean()
+    weight = torch.linspace(1.0, 2.0, 8)[:, None].expand_as(labels)
+    expected = (weight * token_loss).sum() / (labels != -100).sum()
     torch.testing.assert_close(loss, expected)
 
 
@@ -228,10 +229,9 @@ def test_length_grouped_order_is_transformers_order_of_the_same_permutation():
 class _BatchRecorder(EMPTrainer):
     """Records the rows of every training micro-batch, in order."""
 
-    def compute_loss(self, model, inputs, *args, **kwargs):
-        if model.training:
-            self.batches.setdefault(self._epoch, []).append(inputs[self.args.pruning_index_column].tolist())
-        return super().compute_loss(model, inputs, *args, **kwargs)
+    def training_step(self, model, inputs, *args, **kwargs):
+        self.batches.setdefault(self._epoch, []).append(inputs[self.args.pruning_index_column].tolist())
+        return super().training_step(model, inputs, *args, **kwargs)
 
 
 @pytest.mark.parametrize("strategy", ["group_by_length", "sequential"])

@@ -38,6 +38,7 @@ def run(tmp_path, text_dataset, out, method="emp", callbacks=(), resume=None):
 
 def test_nothing_is_pending_after_training_and_the_saved_state_has_every_visit(tmp_path, text_dataset):
     trainer = run(tmp_path, text_dataset, "out")
+    trainer.save_model()  # writes the final pruning state beside the model
     state = trainer.pruning_state
     assert state.pending == 0
     saved = torch.load(tmp_path / "out" / STATE_FILE, weights_only=True)

@@ -108,9 +108,9 @@ def test_tracked_loss_matches_the_models_loss(tmp_path, text_dataset):
     class Capture(EMPTrainer):
         batches = []
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def training_step(self, model, inputs, num_items_in_batch=None):
             rows = inputs["emp_row_index"].clone()
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
             self.batches.append((rows, loss.detach().clone()))
             return loss
 
@@ -197,7 +197,8 @@ def test_pruning_progress_is_logged(tmp_path, text_dataset):
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "pruning/kept_fraction" in h]
-    assert [h["pruning/kept_fraction"] for h in logs] == [1.0, 0.5, 0.5]
+    assert logs == [h for h in trainer.state.log_history if "loss" in h]  # on the training logs, no entry of its own
+    assert [h["pruning/kept_fraction"] for h in logs] == [1.0] * 12 + [0.5] * 12  # 96 rows, then 48, at 8 a step
     assert logs[-1]["pruning/realized_saving"] == pytest.approx(1 / 3)
 
 

@@ -97,11 +97,11 @@ class RecordingTrainer(EMPTrainer):
         self.current_epoch = kwargs["epoch"]
         return super()._run_epoch(**kwargs)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        rows = inputs.get(self.args.pruning_index_column)  # EMPTrainer.compute_loss pops it
-        if rows is not None and model.training:
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        rows = inputs.get(self.args.pruning_index_column)  # EMPTrainer.training_step pops it
+        if rows is not None:
             self.trained[self.current_epoch].append([int(r) for r in rows.tolist()])
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return super().training_step(model, inputs, num_items_in_batch)
 
 
 class EpochRecorder(TrainerCallback):
