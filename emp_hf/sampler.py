@@ -73,11 +73,16 @@ class EpochPlanner:
             self.plan(epoch)
         return self.state.epoch_plan_sizes[epoch]
 
-    def record_full_epoch(self, epoch: int) -> None:
-        """Record an epoch that trains on every row in an order chosen elsewhere (`pruning_method='none'`)."""
-        if epoch == len(self.state.plans):
-            self._begin_epoch(epoch)
+    def record_full_epoch(self, epoch: int, visited: torch.Tensor | None = None) -> None:
+        """Record an epoch trained in an order chosen elsewhere (`pruning_method='none'`), once it has run:
+        `visited` (a bool mask of the rows it trained; None: every row) becomes its plan, in ascending order."""
+        if epoch != len(self.state.plans):
+            return
+        self._begin_epoch(epoch)
+        if visited is None or bool(visited.all()):
             self.state.record_selection(epoch, None, order_seed=None)
+        else:  # an early stop or `dataloader_drop_last`: the rows that never ran are not in the plan
+            self.state.record_plan(epoch, torch.nonzero(visited).flatten().cpu())
 
 
 class PruningSampler(Sampler[int]):

@@ -129,6 +129,8 @@ class PruningMixin(TrainerLoopHooks):
         self._planner: EpochPlanner | None = None
         self._resume_from: str | None = None
         self._dataloaders_built = 0
+        self._resumed_epoch: int | None = None
+        self._resumed_micro_batches = self._micro_batches_run = 0
         self._sampler: PruningSampler | None = None
         self._step_counter: StepCounter | None = None
         self._epoch = 0
@@ -203,8 +205,9 @@ class PruningMixin(TrainerLoopHooks):
                 + "). Resume with the same dataset and pruning options, or set ignore_pruning_state_mismatch=True "
                 "to continue from its statistics anyway."
             )
-        if "planned_epochs" in self.pruning_state.metadata:
-            expected["planned_epochs"] = self.pruning_state.metadata["planned_epochs"]
+        for key in ("planned_epochs", "trained_rows", "global_step"):  # what the run recorded, not an option
+            if key in self.pruning_state.metadata:
+                expected[key] = self.pruning_state.metadata[key]
         self.pruning_state.metadata = expected
 
     def train(
@@ -224,6 +227,7 @@ class PruningMixin(TrainerLoopHooks):
             resume_from_checkpoint = self._last_checkpoint()
         self._resume_from = resume_from_checkpoint or None
         self._dataloaders_built = 0
+        self._resumed_epoch, self._resumed_micro_batches, self._micro_batches_run = None, 0, 0
         self._reset_pruning_state()
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         if self.pruning_state is None:
@@ -390,7 +394,8 @@ class PruningMixin(TrainerLoopHooks):
             steps = self._step_counter.update_steps(size)
             if self.state.global_step < done + steps:
                 skip = 0 if self.args.ignore_data_skip else (self.state.global_step - done)
-                return epoch, skip * self.args.gradient_accumulation_steps
+                self._resumed_epoch, self._resumed_micro_batches = epoch, skip * self.args.gradient_accumulation_steps
+                return epoch, self._resumed_micro_batches
             done += steps
         return len(self.pruning_state.plans), 0
 
@@ -405,8 +410,8 @@ class PruningMixin(TrainerLoopHooks):
                 f"{epoch}, {self.pruning_state.num_rows} when training started. Its rows must stay the same for "
                 "the whole run; start a new run (a new output_dir) to train on other data."
             )
+        self._micro_batches_run = self._resumed_micro_batches if epoch == self._resumed_epoch else 0
         if self._sampler is None:  # `none`: Trainer's sampler, epochs and step counts, untouched
-            self._planner.record_full_epoch(epoch)
             return None
         if self.args.max_steps > 0 and not self.strategy.fixed_budget and epoch == len(self.pruning_state.plans):
             self._refit_epochs_to_max_steps(epoch)
@@ -423,7 +428,24 @@ class PruningMixin(TrainerLoopHooks):
         return EpochLength(micro_batches, self._step_counter.update_steps(plan_size))
 
     def _pruning_epoch_end(self, epoch: int) -> None:
-        """Nothing to do: the pruning summary rides on the Trainer's own training logs (`log`)."""
+        """Record which of the epoch's rows trained (an early stop and `dataloader_drop_last` leave some out).
+
+        `none`: the rows its forward passes visited become the epoch's plan. A pruning method: its sampler's order
+        is the plan's, so the rows trained are the first `micro-batches x batch size x processes` of it; fewer
+        than the plan are kept in `metadata["trained_rows"]` (epoch -> count), which the record honours. The
+        pruning summary itself rides on the Trainer's training logs (`log`).
+        """
+        state = self.pruning_state
+        if state is None:
+            return
+        if self._sampler is None:
+            state.flush()  # on every process (a collective with several)
+            self._planner.record_full_epoch(epoch, state.last_epoch == epoch)
+            return
+        counter = self._step_counter
+        trained = self._micro_batches_run * counter.batch_size * counter.num_processes
+        if trained < state.epoch_plan_sizes[epoch]:
+            state.metadata.setdefault("trained_rows", {})[str(epoch)] = trained
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """`Trainer.log`; each training log (the one with `loss`) also carries the pruning summary."""
@@ -462,6 +484,7 @@ class PruningMixin(TrainerLoopHooks):
         if rows is None or self.pruning_state is None:
             return super().training_step(model, inputs, num_items_in_batch)
         self._hook_model(model)
+        self._micro_batches_run += 1
         batch = self._micro_batch = self._new_micro_batch(rows, inputs)
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
