@@ -85,6 +85,40 @@ def causal_lm_stats(
         entropy = -(log_probs.exp() * log_probs).sum(dim=-1) * valid
     else:
         loss, entropy = categorical_stats(logits, labels, label_smoothing)
+    return _per_example_means(loss, entropy, valid, position_ids, num_examples)
+
+
+def fused_causal_lm_stats(
+    outputs: Any,
+    *,
+    dft: bool = False,
+    position_ids: torch.Tensor | None = None,
+    num_examples: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`causal_lm_stats` from the outputs of TRL's fused LM head (`model(..., fused_lm_head=True)`, TRL >= 1.16),
+    which never builds the logits: its per-next-token `log_probs` of the labels, `entropy` and `label_mask`
+    (`[B, T - 1]`, zero where no loss is taken). An output without `entropy` counts it as 0."""
+    log_probs = outputs.log_probs.float()
+    valid = outputs.label_mask.bool() if getattr(outputs, "label_mask", None) is not None else log_probs != 0
+    loss = -log_probs * log_probs.exp().detach() if dft else -log_probs
+    entropy = getattr(outputs, "entropy", None)
+    entropy = torch.zeros_like(log_probs) if entropy is None else entropy.float()
+    return _per_example_means(loss * valid, entropy * valid, valid, position_ids, num_examples)
+
+
+def is_fused_output(outputs: Any) -> bool:
+    """Whether `outputs` come from TRL's fused LM head (per-token log-probabilities, no logits)."""
+    return getattr(outputs, "log_probs", None) is not None and getattr(outputs, "logits", None) is None
+
+
+def _per_example_means(
+    loss: torch.Tensor,
+    entropy: torch.Tensor,
+    valid: torch.Tensor,
+    position_ids: torch.Tensor | None,
+    num_examples: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of next-token `loss` and `entropy` (`[B, T - 1]`, zero where not `valid`) over each example's tokens."""
     if position_ids is None:
         count = valid.sum(dim=1).float()
         return loss.sum(dim=1) / count, entropy.sum(dim=1) / count
@@ -128,10 +162,13 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
     def _per_example(self, outputs: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.per_example_loss_func is not None or self._task != "causal_lm":
             return super()._per_example(outputs, labels)
+        position_ids, num_examples = self._flat_layout()
+        if is_fused_output(outputs):
+            dft = self.args.loss_type == "dft"
+            return fused_causal_lm_stats(outputs, dft=dft, position_ids=position_ids, num_examples=num_examples)
         logits = getattr(outputs, "logits", None)
         if logits is None or labels is None:
             return super()._per_example(outputs, labels)  # raises the message that says what is missing
-        position_ids, num_examples = self._flat_layout()
         return causal_lm_stats(
             logits,
             labels,

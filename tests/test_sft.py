@@ -12,7 +12,13 @@ trl = pytest.importorskip("trl")
 from offline_data import sentiment_available  # noqa: E402
 
 from emp_hf.schedule import StepCounter  # noqa: E402
-from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer, causal_lm_stats  # noqa: E402
+from emp_hf.sft import (  # noqa: E402
+    EMPSFTConfig,
+    EMPSFTTrainer,
+    causal_lm_stats,
+    fused_causal_lm_stats,
+    is_fused_output,
+)
 
 SFT_DEFAULTS = dict(TRAINING_DEFAULTS, bf16=False, activation_checkpointing=False)  # SFTConfig: bf16 on
 
@@ -120,6 +126,37 @@ def test_padding_free_stats_split_the_flattened_row_into_examples():
     got = causal_lm_stats(flat_logits, flat_labels[None], position_ids=position_ids, num_examples=3)
     for e, o in zip(expected, got, strict=True):
         torch.testing.assert_close(o, e)
+
+
+def _fused_outputs(logits: torch.Tensor, labels: torch.Tensor):
+    """What TRL's fused LM head returns for these logits (TRL >= 1.16): per-next-token log-probs of the labels,
+    entropy and label mask, zero where no loss is taken; no logits."""
+    from types import SimpleNamespace
+
+    log_probs = logits[:, :-1].log_softmax(-1)
+    targets = labels[:, 1:]
+    mask = targets != -100
+    chosen = log_probs.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1) * mask
+    entropy = -(log_probs.exp() * log_probs).sum(-1) * mask
+    return SimpleNamespace(log_probs=chosen, entropy=entropy, label_mask=mask, logits=None)
+
+
+@pytest.mark.parametrize("dft", [False, True])
+def test_fused_lm_head_stats_equal_the_logits_stats(dft):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 5, generator=g)
+    labels = torch.tensor([[-100, -100, 2, 3, 4, -100], [-100, 1, 1, -100, -100, -100], [0, 1, 2, 3, 4, 0]])
+    outputs = _fused_outputs(logits, labels)
+    assert is_fused_output(outputs)
+    expected = causal_lm_stats(logits, labels, dft=dft)
+    for got, want in zip(fused_causal_lm_stats(outputs, dft=dft), expected, strict=True):
+        torch.testing.assert_close(got, want)
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 2]])  # one padding-free row holding two examples
+    flat = _fused_outputs(logits[:1], labels[2:3])
+    got = fused_causal_lm_stats(flat, dft=dft, position_ids=position_ids, num_examples=2)
+    expected = causal_lm_stats(logits[:1], labels[2:3], dft=dft, position_ids=position_ids, num_examples=2)
+    for g_, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g_, e)
 
 
 def test_recorded_loss_is_each_rows_completion_loss(tmp_path, sft_data, one_thread):
@@ -265,3 +302,26 @@ def test_sft_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, sft_dat
     assert [p.tolist() for p in a.plans] == [p.tolist() for p in b.plans]
     assert torch.equal(a.frequency, b.frequency)
     torch.testing.assert_close(a.loss, b.loss)
+
+
+def test_none_trains_exactly_like_sft_trainer_with_one_forward_per_step(tmp_path, sft_data, one_thread):
+    """Whatever the TRL release: the same parameters as `SFTTrainer`, from one forward pass per step."""
+    from trl import SFTConfig, SFTTrainer
+
+    data, tokenizer = sft_data
+    common = dict(SFT_DEFAULTS, num_train_epochs=2, loss_type="nll")
+    plain = SFTTrainer(
+        model=make_tiny_llama(len(tokenizer)),
+        args=SFTConfig(output_dir=str(tmp_path / "plain"), **common),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    ours = make_sft_trainer(tmp_path, sft_data, pruning_method="none", **common)
+    forwards = []
+    ours.model.register_forward_hook(lambda module, args, output: forwards.append(module.training))
+    plain.train()
+    ours.train()
+    assert forwards.count(True) == ours.state.global_step
+    for p, q in zip(plain.model.parameters(), ours.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert torch.isfinite(ours.pruning_state.loss).all()
