@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +27,8 @@ from .config import PruningArguments
 from .losses import IGNORE_INDEX, categorical_stats
 from .trainer import PruningMixin
 
+#: The column of the user's row numbers that rides through TRL's processing of the training set.
+SOURCE_ROW_COLUMN = "emp_source_row"
 #: TRL loss types whose per-token losses `emp_hf` reproduces (`chunked_nll` and Liger return no logits).
 SUPPORTED_LOSS_TYPES = ("nll", "dft")
 
@@ -152,6 +156,31 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
     """
 
     config_class = EMPSFTConfig
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: Any = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        *trainer_args: Any,
+        **trainer_kwargs: Any,
+    ) -> None:
+        # TRL tokenizes, truncates and filters the training set: a column of the user's row numbers rides through,
+        # so the record maps every trained row back to the user's dataset (`select_rows(raw, record)`).
+        self._raw_source = None
+        if isinstance(train_dataset, datasets.Dataset) and SOURCE_ROW_COLUMN not in train_dataset.column_names:
+            self._raw_source = {"fingerprint": train_dataset._fingerprint, "num_rows": len(train_dataset)}
+            train_dataset = train_dataset.add_column(SOURCE_ROW_COLUMN, list(range(len(train_dataset))))
+        super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
+
+    def _training_rows_source(self, dataset: Any) -> dict[str, Any] | None:
+        raw = self._raw_source
+        if raw is None or not isinstance(dataset, datasets.Dataset) or SOURCE_ROW_COLUMN not in dataset.column_names:
+            return None
+        rows = np.asarray(dataset.with_format("numpy", columns=[SOURCE_ROW_COLUMN])[:][SOURCE_ROW_COLUMN])
+        same = len(rows) == raw["num_rows"] and np.array_equal(rows, np.arange(len(rows)))
+        return {**raw, "rows": None if same else rows.tolist()}
 
     def _new_micro_batch(self, rows: torch.Tensor, inputs: dict[str, Any]) -> Any:
         batch = super()._new_micro_batch(rows, inputs)

@@ -105,6 +105,7 @@ class PruningMixin(TrainerLoopHooks):
         # Index the dataset the trainer trains on (TRL's trainers tokenize, filter and shuffle it in __init__).
         self._indexed_dataset: Any = None
         self._dataset_fingerprint: str | None = None
+        self._source_rows: dict[str, Any] | None = None
         self._index_train_dataset()
         self.per_example_loss_func = per_example_loss_func
         self._check_sampling_strategy()
@@ -158,7 +159,14 @@ class PruningMixin(TrainerLoopHooks):
             self._indexed_dataset = dataset
             return
         self._dataset_fingerprint = getattr(dataset, "_fingerprint", None)
+        self._source_rows = self._training_rows_source(dataset)
         self.train_dataset = self._indexed_dataset = add_row_index(dataset, self.args.pruning_index_column)
+
+    def _training_rows_source(self, dataset: Any) -> dict[str, Any] | None:
+        """Where the training rows came from when the trainer derived them from the user's dataset (TRL tokenizes
+        and filters it): `{"fingerprint", "num_rows", "rows"}` with `rows[i]` the user's row of training row `i`
+        (None: the same rows). Kept as the state's `metadata["source"]`; the plain Trainer trains the given rows."""
+        return None
 
     @property
     def _tracks_rows(self) -> bool:
@@ -175,6 +183,8 @@ class PruningMixin(TrainerLoopHooks):
             track=self.strategy.required_tables,
         )
         args = self.args
+        if self._source_rows is not None:
+            state.metadata["source"] = self._source_rows
         state.metadata.update(
             dataset_fingerprint=self._dataset_fingerprint,
             model_name=model_name_of(unwrap_peft(self.model)) if self.model is not None else None,

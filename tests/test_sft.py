@@ -325,3 +325,18 @@ def test_none_trains_exactly_like_sft_trainer_with_one_forward_per_step(tmp_path
     for p, q in zip(plain.model.parameters(), ours.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert torch.isfinite(ours.pruning_state.loss).all()
+
+
+def test_the_record_maps_trained_rows_back_to_the_users_dataset_after_trl_drops_rows(tmp_path, sft_data, one_thread):
+    """Item 6: TRL drops the rows truncation leaves without a label; each training row still names its raw row."""
+    data, _ = sft_data
+    trainer = make_sft_trainer(tmp_path, sft_data, pruning_method="emp", num_train_epochs=3, max_length=9)
+    assert len(trainer.train_dataset) < len(data)  # TRL dropped the fully masked rows
+    trainer.train()
+    source = trainer.pruning_state.metadata["source"]
+    assert source["fingerprint"] == data._fingerprint and source["num_rows"] == len(data)
+    assert len(source["rows"]) == len(trainer.train_dataset)
+    for i, raw in enumerate(source["rows"]):
+        assert trainer.train_dataset[i]["prompt"] == data[raw]["prompt"]
+    untouched = make_sft_trainer(tmp_path / "b", sft_data, pruning_method="emp", num_train_epochs=3)
+    assert untouched._source_rows == {"fingerprint": data._fingerprint, "num_rows": len(data), "rows": None}
