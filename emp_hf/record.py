@@ -25,7 +25,7 @@ import torch
 from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .tracker import PruningState
+from .tracker import DERIVED_SCORE_TABLE, PruningState
 from .version import __version__
 
 RECORD_FORMAT_VERSION = 1
@@ -52,6 +52,23 @@ PRUNING_ARG_FIELDS = (
 )
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 QUANTILE_LABELS = ("min", "p10", "p25", "p50", "p75", "p90", "max")
+
+
+def score_definition(method: str | None, options: Mapping[str, Any] | None = None, *, derived: bool = False) -> str:
+    """What a record's `score` column is, in words (the y-label of its plots, a line of `emp-hf inspect`)."""
+    options = options or {}
+    if derived:
+        if method in ("infobatch", "seta"):
+            return f"last observed loss (what {method} ranks by)"
+        return f"last observed loss ({method or 'the strategy'} keeps no score of its own)"
+    if method == "emp":
+        return f"EMP score: loss + {options.get('memory_weight', 1.0)} x predictive entropy"
+    if method == "ucb":
+        bonus = "sqrt(EMA variance)" if options.get("ucb_exploration", "variance") == "variance" else "visit bonus"
+        return f"UCB score: EMA loss + {options.get('ucb_c', 1.0)} x {bonus}"
+    if method == "epsilon_greedy":
+        return "EMA of the loss"
+    return f"what {method or 'the strategy'} ranked by at its last plan"
 
 
 class DatasetMismatchError(ValueError):
@@ -107,6 +124,9 @@ class PruningRecord:
                 f"The dataset has {len(dataset)} rows but the pruning state has {n}: pass the training dataset."
             )
         tables = state.cpu_tables()
+        derived = "score" not in tables and DERIVED_SCORE_TABLE in tables
+        if derived:
+            tables["score"] = state.derived_score().cpu()
         for name in ("score", "loss", "entropy", "ema_mean"):  # tables the strategy did not keep: NaN columns
             tables.setdefault(name, torch.full((n,), float("nan")))
         kept = state.kept_in_epoch().numpy()  # [E, N]
@@ -162,7 +182,12 @@ class PruningRecord:
             "realized_saving": state.realized_saving(),
             "nonfinite_losses": int(state.nonfinite_count.item()),
             "ema_decay": state.ema_decay,
+            "score_definition": score_definition(
+                state.metadata.get("pruning_method", option_dict.get("pruning_method")), option_dict, derived=derived
+            ),
         }
+        if "global_step" in state.metadata:
+            metadata["global_step"] = state.metadata["global_step"]
         return cls(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
 
     # ------------------------------------------------------------------ facts
@@ -202,7 +227,8 @@ class PruningRecord:
 
         `by` is a `rows` column (`score`, `frequency`, `loss`, `entropy`, `ema_mean`, ...) or several, the
         first deciding and the next breaking ties; rows whose value is NaN come last; remaining ties go to the
-        lower row index.
+        lower row index. A column with no value at all (every row NaN) is refused with a `ValueError`: the rows
+        would come out in index order, ranked by nothing. `score` is `metadata["score_definition"]`.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= self.num_rows:
             raise ValueError(f"top_k must be an integer in [0, {self.num_rows}], got {k!r}.")
@@ -211,6 +237,16 @@ class PruningRecord:
         if not keys or unknown:
             allowed = [c for c in self.rows.column_names if c not in ("kept_epochs", "row_index")]
             raise ValueError(f"Cannot rank rows by {unknown or by!r}: choose from {allowed}.")
+        if not np.isfinite(self.column(keys[0]).astype(np.float64)).any():
+            filled = [
+                c
+                for c in self.rows.column_names
+                if c not in ("kept_epochs", "row_index") and np.isfinite(self.column(c).astype(np.float64)).any()
+            ]
+            raise ValueError(
+                f"Cannot rank rows by {keys[0]!r}: no row of this record has a value for it (all NaN). Rank by one "
+                f"of {filled} instead (by=...)."
+            )
         sort_keys: list[np.ndarray] = [self.column("row_index")]
         for name in reversed(keys):  # np.lexsort: the last key is the primary one
             values = self.column(name).astype(np.float64)
