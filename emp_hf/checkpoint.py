@@ -309,14 +309,14 @@ def read_pruning_state(path: str | os.PathLike) -> PruningState:
     num_rows = payload["num_rows"]
     if not isinstance(num_rows, int) or isinstance(num_rows, bool) or num_rows <= 0:
         raise ValueError(f"{path} is not a pruning state emp_hf can read: num_rows is {num_rows!r}.")
-    state = PruningState(num_rows)
     directory = os.path.dirname(path) or "."
     try:
+        state = PruningState(num_rows, track=list(payload["tables"]))  # the tables it was saved with: no empty ones
         if os.path.basename(path) == STATE_FILE and os.path.isfile(os.path.join(directory, MANIFEST_FILE)):
             load_pruning_state(state, directory)
         else:
             state.load_state_dict(payload)
-    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:  # ValueErrors say it already
         raise ValueError(
             f"{path} is not a pruning state emp_hf can read ({type(error).__name__}: {str(error)[:100]}): it was "
             "edited or damaged. Use another checkpoint."

@@ -23,7 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from .export import record_from_output_dir, save_pruning_record
 from .load import load_pruning_record
-from .record import QUANTILE_LABELS, PruningRecord, resolve_record_source
+from .record import QUANTILE_LABELS, PruningRecord, resolve_record_source, used_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +167,7 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
         return "n/a (no pruned epoch)" if count is None else f"{count} ({count / n:.1%})"
 
     quantiles = summary["frequency_quantiles"]
-    options = record.metadata.get("options") or {}
+    options = used_options(record.metadata)
     table = [
         ("rows", n),
         ("epochs", f"{summary['epochs']} ({summary['pruned_epochs']} pruned)"),
@@ -183,6 +183,7 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
         ("never revisited after warm-up", share(summary["never_revisited_after_warmup"])),
         ("in every epoch", share(summary["in_every_epoch"])),
         ("non-finite losses", summary["nonfinite_losses"]),
+        ("score", record.metadata.get("score_definition")),
         ("options", ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or None),
         ("emp_hf version", summary["emp_hf_version"]),
     ]

@@ -28,6 +28,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from transformers.utils import logging
 
 from .checkpoint import STATE_FILE, atomic_write, atomic_write_bytes, newer, newest_pruning_state
+from .strategies import STRATEGIES
 from .tracker import DERIVED_SCORE_TABLE, PruningState
 from .version import __version__
 
@@ -74,6 +75,36 @@ def score_definition(method: str | None, options: Mapping[str, Any] | None = Non
     if method == "epsilon_greedy":
         return "EMA of the loss"
     return f"what {method or 'the strategy'} ranked by at its last plan"
+
+
+#: Options of the epoch schedule that every method but `none` reads.
+SCHEDULE_OPTIONS = ("pruning_warmup_epochs", "pruning_anneal_fraction", "pruning_seed")
+
+
+def used_options(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a record that its method reads: the strategy's own options (its `options_class`, less
+    `prune_ratio`, shown apart), the schedule's (not for `none`) and `ema_decay` where the method keeps the loss
+    EMA. What `emp-hf inspect` and the dataset card list; the record keeps every option it was given."""
+    options = dict(metadata.get("options") or {})
+    if "effective_pruning_seed" in options:
+        options.setdefault("pruning_seed", options.pop("effective_pruning_seed"))
+    method = metadata.get("pruning_method")
+    strategy = STRATEGIES.get(method) if isinstance(method, str) else None
+    if strategy is None:  # a method this emp_hf does not know: all but the bookkeeping
+        bookkeeping = {"pruning_method", "prune_ratio", "model_name", "planned_epochs", "global_step"}
+        return {k: v for k, v in sorted(options.items()) if k not in bookkeeping}
+    names = {f.name for f in dataclasses.fields(strategy.options_class)} - {"prune_ratio"}
+    if method != "none":
+        names |= set(SCHEDULE_OPTIONS)
+    tables = strategy.required_tables
+    if not isinstance(tables, frozenset):  # a property of the instance (emp): its default options decide
+        try:
+            tables = strategy().required_tables
+        except Exception:  # noqa: BLE001  (a strategy that needs options: keep the EMA decay in view)
+            tables = frozenset({"ema_mean"})
+    if "ema_mean" in tables:
+        names.add("ema_decay")
+    return {k: options[k] for k in sorted(names) if k in options}
 
 
 class DatasetMismatchError(ValueError):
@@ -603,7 +634,7 @@ def build_card(metadata: Mapping[str, Any], plots: Sequence[str] = ()) -> Datase
         ("dataset rows", metadata.get("num_rows")),
         ("emp_hf version", metadata.get("emp_hf_version")),
     ]
-    options = metadata.get("options") or {}
+    options = used_options(metadata)
     lines = [
         f"# Pruning record: `{method}` on {data_name}",
         "",
