@@ -95,15 +95,20 @@ def _load(command: str, source: str, checkpoint: str | None, revision: str | Non
     return record
 
 
+#: The "read ..." line of the running command, printed on stderr when it succeeds (an error is its one line).
+_READ: list[str] = []
+
+
 def _say_what_was_read(command: str, source: str, record: PruningRecord | None) -> None:
-    """One line on stderr: which file the record came from (the newest complete state or record, or a Hub repo)."""
+    """Which file the record came from (the newest complete state or record, or a Hub repo): one line on stderr
+    once the command succeeds."""
     if record is None:  # a record directory pushed as it is
-        print(f"emp-hf {command}: read {source}", file=sys.stderr)
+        _READ[:] = [f"emp-hf {command}: read {source}"]
         return
     meta = record.metadata
     step = (meta.get("source") or {}).get("global_step", meta.get("global_step"))
     where = record.source_path if os.path.exists(source) else f"the Hub dataset repo {source}"
-    print(f"emp-hf {command}: read {where}" + (f" (global step {step})" if step is not None else ""), file=sys.stderr)
+    _READ[:] = [f"emp-hf {command}: read {where}" + (f" (global step {step})" if step is not None else "")]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -205,8 +210,12 @@ COMMANDS = {"export": cmd_export, "push": cmd_push, "inspect": cmd_inspect}
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `emp-hf`; returns the exit status (1 on a user-facing error)."""
     args = build_parser().parse_args(argv)
+    _READ.clear()
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        for line in _READ:
+            print(line, file=sys.stderr)
+        return status
     except (OSError, ValueError, HfHubHTTPError) as e:
         print(f"emp-hf {args.command}: error: {e}", file=sys.stderr)
         return 1
