@@ -233,13 +233,16 @@ def newest_pruning_state(path: str) -> tuple[str, int | None] | None:
     state (written at the end of training) or its newest complete `checkpoint-*`, compared by global step (else
     by modification time, see `newer`); None if it has neither. Passing over a stale top-level state is logged."""
     candidates = []
-    top_problem = None
     if any(os.path.exists(os.path.join(path, name)) for name in (STATE_FILE, MANIFEST_FILE)):
         if has_complete_pruning_state(path):
             candidates.append(path)
         else:
-            top_problem = "its save did not finish (it does not match its manifest)"
-            logger.warning(f"Skipping the pruning state at the top of {path}: {top_problem}.")
+            problem = (
+                f"it has no {MANIFEST_FILE}"
+                if not os.path.isfile(os.path.join(path, MANIFEST_FILE))
+                else "it does not match its manifest"
+            )
+            logger.warning(f"Skipping the pruning state at the top of {path}: {problem} (its save did not finish).")
     checkpoint = latest_complete_checkpoint(path)
     if checkpoint is not None:
         candidates.append(checkpoint)

@@ -128,11 +128,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .hub import push_pruning_record
 
-    source: Any = args.path
-    if args.checkpoint is not None or resolve_record_source(args.path)[0] != "record_dir":
-        source = _load("push", args.path, args.checkpoint)
-    else:
-        _say_what_was_read("push", args.path, None)
+    kind, path = ("training_output", args.path) if args.checkpoint else resolve_record_source(args.path)
+    source: Any = path
+    if kind == "record_dir":  # uploaded as it is
+        _say_what_was_read("push", path, None)
+    else:  # the newest complete state of a training output (or the checkpoint asked for)
+        source = record_from_output_dir(path, args.checkpoint)
+        _say_what_was_read("push", args.path, source)
     info = push_pruning_record(
         source,
         args.repo_id,

@@ -15,6 +15,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("emp_hf.plots needs matplotlib: pip install 'emp_hf[plots]'") from error
 
+from .checkpoint import atomic_write
 from .record import PruningRecord
 from .tracker import PruningState
 
@@ -159,7 +160,8 @@ def save_pruning_plots(
     paths = []
     for name, plot in PLOTS.items():
         path = os.path.join(directory, f"{name}.png")
-        plot(record).savefig(path, dpi=dpi)
+        figure = plot(record)
+        atomic_write(path, lambda tmp, figure=figure: figure.savefig(tmp, dpi=dpi, format="png"))
         paths.append(path)
     return paths
 

@@ -164,6 +164,14 @@ TAMPERINGS = {
         "format_version must be a whole number >= 1, got '1'",
     ),
     "epochs that disagree": (lambda d: edit_json(d, lambda m: {**m, "num_epochs": 3}), "epochs 0..2 in order"),
+    "no num_rows": (  # was a KeyError, reported as a damaged "pruning state ... weights_only=False"
+        lambda d: edit_json(d, lambda m: {k: v for k, v in m.items() if k != "num_rows"}),
+        "num_rows must be a whole number > 0, got None",
+    ),
+    "truncated rows.parquet": (
+        lambda d: os.truncate(os.path.join(d, "rows.parquet"), 100),
+        "rows.parquet cannot be read",
+    ),
 }
 
 
@@ -267,3 +275,20 @@ def test_emp_hf_export_on_a_full_disk_is_one_line_naming_the_file(run, tmp_path,
     err = lines(capsys.readouterr().err)
     assert err[-1].startswith("emp-hf export: error: [Errno 28] No space left on device")
     assert str(tmp_path / "record" / RECORD_FILE) in err[-1] and leftovers(tmp_path) == []
+
+
+def test_a_full_disk_while_drawing_names_the_picture_and_leaves_no_temporary_file(run, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from emp_hf.plots import save_pruning_plots
+
+    def half_drawn(self, where, **kwargs):
+        with open(where, "wb") as f:
+            f.write(b"\x89PNG")
+        no_space()
+
+    monkeypatch.setattr(Figure, "savefig", half_drawn)
+    with pytest.raises(OSError) as raised:
+        save_pruning_plots(load_pruning_record(run[0]), tmp_path / "plots")
+    assert raised.value.filename == str(tmp_path / "plots" / "frequency_histogram.png")
+    assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "plots") == []
