@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pickle
 import sys
 import zipfile
@@ -22,7 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from .export import record_from_output_dir, save_pruning_record
 from .load import load_pruning_record
-from .record import QUANTILE_LABELS, PruningRecord, is_record_dir
+from .record import QUANTILE_LABELS, PruningRecord, resolve_record_source, used_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,14 +86,34 @@ def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(source: str, checkpoint: str | None, revision: str | None = None, token: str | None = None):
+def _load(command: str, source: str, checkpoint: str | None, revision: str | None = None, token: str | None = None):
     if checkpoint is not None:
-        return record_from_output_dir(source, checkpoint)
-    return load_pruning_record(source, revision=revision, token=token)
+        record = record_from_output_dir(source, checkpoint)
+    else:
+        record = load_pruning_record(source, revision=revision, token=token)
+    _say_what_was_read(command, source, record)
+    return record
+
+
+#: The "read ..." line of the running command, printed on stderr when it succeeds (an error is its one line).
+_READ: list[str] = []
+
+
+def _say_what_was_read(command: str, source: str, record: PruningRecord | None) -> None:
+    """Which file the record came from (the newest complete state or record, or a Hub repo): one line on stderr
+    once the command succeeds."""
+    if record is None:  # a record directory pushed as it is
+        _READ[:] = [f"emp-hf {command}: read {source}"]
+        return
+    meta = record.metadata
+    step = (meta.get("source") or {}).get("global_step", meta.get("global_step"))
+    where = record.source_path if os.path.exists(source) else f"the Hub dataset repo {source}"
+    _READ[:] = [f"emp-hf {command}: read {where}" + (f" (global step {step})" if step is not None else "")]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     record = record_from_output_dir(args.output_dir, args.checkpoint, model_name=args.model_name)
+    _say_what_was_read("export", args.output_dir, record)
     directory = save_pruning_record(record, args.to, plots=args.plots, overwrite=args.overwrite)
     source = record.metadata.get("source", {}).get("checkpoint")
     print(
@@ -107,9 +128,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .hub import push_pruning_record
 
-    source: Any = args.path
-    if args.checkpoint is not None or not is_record_dir(args.path):
-        source = record_from_output_dir(args.path, args.checkpoint)
+    kind, path = ("training_output", args.path) if args.checkpoint else resolve_record_source(args.path)
+    source: Any = path
+    if kind == "record_dir":  # uploaded as it is
+        _say_what_was_read("push", path, None)
+    else:  # the newest complete state of a training output (or the checkpoint asked for)
+        source = record_from_output_dir(path, args.checkpoint)
+        _say_what_was_read("push", args.path, source)
     info = push_pruning_record(
         source,
         args.repo_id,
@@ -125,7 +150,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    record = _load(args.source, args.checkpoint, args.revision, args.token)
+    record = _load("inspect", args.source, args.checkpoint, args.revision, args.token)
     summary = record.summary()
     paths: list[str] = []
     if args.plots:
@@ -149,7 +174,7 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
         return "n/a (no pruned epoch)" if count is None else f"{count} ({count / n:.1%})"
 
     quantiles = summary["frequency_quantiles"]
-    options = record.metadata.get("options") or {}
+    options = used_options(record.metadata)
     table = [
         ("rows", n),
         ("epochs", f"{summary['epochs']} ({summary['pruned_epochs']} pruned)"),
@@ -165,6 +190,7 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
         ("never revisited after warm-up", share(summary["never_revisited_after_warmup"])),
         ("in every epoch", share(summary["in_every_epoch"])),
         ("non-finite losses", summary["nonfinite_losses"]),
+        ("score", record.metadata.get("score_definition")),
         ("options", ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or None),
         ("emp_hf version", summary["emp_hf_version"]),
     ]
@@ -186,16 +212,28 @@ COMMANDS = {"export": cmd_export, "push": cmd_push, "inspect": cmd_inspect}
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `emp-hf`; returns the exit status (1 on a user-facing error)."""
     args = build_parser().parse_args(argv)
+    _READ.clear()
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        for line in _READ:
+            print(line, file=sys.stderr)
+        return status
     except (OSError, ValueError, HfHubHTTPError) as e:
         print(f"emp-hf {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        zipfile.BadZipFile,
+    ) as e:
         print(
-            f"emp-hf {args.command}: error: cannot read the pruning state ({type(e).__name__}): the file is "
-            "truncated, damaged or not written by emp_hf. Use another checkpoint (--checkpoint); do not load it with "
-            "weights_only=False.",
+            f"emp-hf {args.command}: error: cannot read {_source_of(args)} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'}): a file is truncated, damaged, edited or "
+            "not written by emp_hf.",
             file=sys.stderr,
         )
         return 1
@@ -210,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _source_of(args: argparse.Namespace) -> str:
+    return getattr(args, "source", None) or getattr(args, "path", None) or getattr(args, "output_dir", "the record")
 
 
 def _is_network_error(error: BaseException) -> bool:

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from .checkpoint import find_pruning_state, read_pruning_state
+from .checkpoint import STATE_FILE, find_pruning_state, read_pruning_state, state_step
 from .losses import model_name_of
 from .record import PLOTS_DIR, PruningRecord, check_record_target
 from .tracker import PruningState
@@ -56,12 +56,14 @@ def record_from_output_dir(
     if model_name is None:
         model_name = _model_name_from_config(os.path.join(directory, "config.json"))
     record = export_pruning_record(state, dataset=dataset, model_name=model_name, options=options)
-    source: dict[str, Any] = {"checkpoint": os.path.basename(os.path.normpath(directory))}
-    trainer_state = os.path.join(directory, "trainer_state.json")
-    if os.path.isfile(trainer_state):
-        with open(trainer_state) as f:
-            source["global_step"] = json.load(f).get("global_step")
+    source: dict[str, Any] = {"checkpoint": os.path.basename(os.path.normpath(os.path.abspath(directory)))}
+    step = state_step(directory) if os.path.basename(state_path) == STATE_FILE else None
+    if step is None:
+        step = state.metadata.get("global_step")
+    if step is not None:
+        source["global_step"] = step
     record.metadata["source"] = source
+    record.source_path = state_path
     return record
 
 
@@ -87,10 +89,18 @@ def save_pruning_record(
 def _model_name_from_config(path: str) -> str | None:
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        config = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except ValueError:  # not JSON: the model's name is only a label of the record
+        return None
+    if not isinstance(config, dict):
+        return None
     name = config.get("_name_or_path")
     if name and not os.path.isabs(name):  # a local absolute path says nothing to others
         return name
-    architectures = config.get("architectures")
-    return architectures[0] if architectures else config.get("model_type")
+    architectures = config.get("architectures")  # the class save_pretrained wrote
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        return architectures[0]
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) else None

@@ -9,11 +9,14 @@ from typing import Any
 
 import datasets
 import torch
+from transformers.utils import logging
 
 from .export import export_pruning_record, record_from_output_dir
 from .hub import download_pruning_record
 from .record import PruningRecord, check_dataset, read_record_dir, resolve_record_source
 from .tracker import PruningState
+
+logger = logging.get_logger(__name__)
 
 
 def load_pruning_record(
@@ -26,13 +29,20 @@ def load_pruning_record(
     a Hub dataset repo id and downloaded with `huggingface_hub.snapshot_download` (`revision`, `token`;
     `HF_TOKEN` and `HF_ENDPOINT` apply). With `HF_HUB_OFFLINE=1` only the local Hub cache is tried and a
     miss raises `RecordOfflineError` at once.
+
+    From a directory, the newest complete state or record is read: a record directory that training went on
+    past, or a top-level state older than a checkpoint, gives way to the newer one (by global step, else
+    modification time), with a warning; `record.source_path` names the file read.
     """
     kind, path = resolve_record_source(repo_id_or_dir)
     if kind == "record_dir":
-        return read_record_dir(path)
-    if kind == "training_output":
-        return record_from_output_dir(path)
-    return read_record_dir(download_pruning_record(path, revision=revision, token=token))
+        record = read_record_dir(path)
+    elif kind == "training_output":
+        record = record_from_output_dir(path)
+    else:
+        record = read_record_dir(download_pruning_record(path, revision=revision, token=token))
+    logger.info(f"Read the pruning record of {os.fspath(repo_id_or_dir)} from {record.source_path}.")
+    return record
 
 
 def select_rows(

@@ -60,15 +60,17 @@ def unwrap_peft(model: Any) -> Any:
 
 
 def model_name_of(model: Any) -> str | None:
-    """A name that identifies `model` to others: its Hub id, else its architecture (never a local path)."""
+    """A name that identifies `model` to others: its Hub id, else its class (never a local path).
+
+    The class is the model's own (`BertForSequenceClassification`), under a peft wrapper too, not
+    `config.architectures[0]`, which names the checkpoint it was loaded from (`BertModel` for a pretrained base)."""
     if model is None:
         return None
+    model = unwrap_peft(model)
     name = getattr(model, "name_or_path", None)
-    if name and not os.path.isabs(str(name)):  # a local absolute path says nothing to others
+    if name and not os.path.isabs(str(name)) and not os.path.exists(str(name)):  # a local path says nothing to others
         return str(name)
-    config = getattr(model, "config", None)
-    architectures = getattr(config, "architectures", None)
-    return architectures[0] if architectures else type(model).__name__
+    return type(model).__name__
 
 
 def infer_task(model: Any) -> Task:

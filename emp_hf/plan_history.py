@@ -244,11 +244,64 @@ class PlanHistory(Sequence[torch.Tensor]):
         return [e.to_dict() for e in self.entries]
 
     def load_state_dict(self, entries: list[dict[str, Any]]) -> None:
-        self.entries = [PlanEntry.from_dict(d) for d in entries]
-        self._cache = {}
+        """Restore saved plans; an edited or damaged one (rows negative, `>= N` or repeated, a bitmap of the
+        wrong length or count) raises a one-line `ValueError`."""
+        if not isinstance(entries, list) or not all(isinstance(d, dict) for d in entries):
+            raise ValueError(
+                f"The plans of the pruning state are {type(entries).__name__}, not a list of plans: the pruning state "
+                "was edited or corrupted. Use another checkpoint."
+            )
+        try:
+            loaded = [PlanEntry.from_dict(d) for d in entries]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"A plan of the pruning state is malformed ({type(error).__name__}: {error}): the pruning state was "
+                "edited or corrupted. Use another checkpoint."
+            ) from None
+        for epoch, entry in enumerate(loaded):
+            _check_entry(epoch, entry, self.num_rows)
+        self.entries, self._cache = loaded, {}
 
     def load_rows(self, plans: list[torch.Tensor]) -> None:
-        """Replace the history by explicit ordered plans (format_version 1 checkpoints)."""
+        """Replace the history by explicit ordered plans (format_version 1 checkpoints), checked as in
+        `load_state_dict`."""
         self.entries, self._cache = [], {}
         for plan in plans:
+            if not isinstance(plan, torch.Tensor):
+                raise ValueError(f"A plan of the pruning state is a {type(plan).__name__}, not a tensor of rows.")
             self.append_rows(plan)
+            _check_entry(len(self.entries) - 1, self.entries[-1], self.num_rows)
+        self._cache = {}
+
+
+def _check_entry(epoch: int, entry: PlanEntry, num_rows: int) -> None:
+    """Raise a one-line `ValueError` if `entry` cannot be a plan of `num_rows` rows."""
+    problem = None
+    if not 0 <= entry.size <= num_rows:
+        problem = f"its size is {entry.size}, for {num_rows} rows"
+    elif entry.rows is not None:
+        rows = entry.rows
+        if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.dtype.is_floating_point or rows.is_complex():
+            problem = "its rows are not a 1-D tensor of row indices"
+        elif rows.numel() != entry.size:
+            problem = f"it holds {rows.numel()} rows, its size says {entry.size}"
+        elif rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= num_rows):
+            bad = rows[(rows < 0) | (rows >= num_rows)][0]
+            problem = f"it holds row {int(bad)}, outside 0..{num_rows - 1}"
+        elif torch.unique(rows).numel() != rows.numel():
+            problem = "it holds a row more than once"
+    elif entry.bitmap is not None:
+        bitmap, nbytes = entry.bitmap, (num_rows + 7) // 8
+        if not isinstance(bitmap, torch.Tensor) or bitmap.dtype != torch.uint8 or bitmap.shape != (nbytes,):
+            problem = f"its bitmap is not {nbytes} bytes"
+        elif (kept := int(unpack_mask(bitmap, num_rows).sum())) != entry.size:
+            problem = f"its bitmap keeps {kept} rows, its size says {entry.size}"
+    elif entry.size != num_rows:
+        problem = f"it keeps every row but its size says {entry.size}"
+    if problem is None and any(not 0 <= r < num_rows for r in entry.head):
+        problem = "the rows recorded to check its order are outside the dataset"
+    if problem is not None:
+        raise ValueError(
+            f"The plan of epoch {epoch} in the pruning state is invalid: {problem}. The pruning state was edited or "
+            "corrupted; use another checkpoint."
+        )

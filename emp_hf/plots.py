@@ -15,6 +15,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("emp_hf.plots needs matplotlib: pip install 'emp_hf[plots]'") from error
 
+from .checkpoint import atomic_write
 from .record import PruningRecord
 from .tracker import PruningState
 
@@ -27,7 +28,10 @@ def _as_record(obj: PruningRecord | PruningState) -> PruningRecord:
 
 
 def plot_frequency_histogram(record: PruningRecord | PruningState) -> Figure:
-    """How many rows were trained k times, k = 0..epochs (the picture of low-frequency learning)."""
+    """How many rows were trained k times, k = 0..epochs (the picture of low-frequency learning).
+
+    The dashed mean line is broken where it would cross a bar's count; the legend sits below the axes, off the
+    bars."""
     record = _as_record(record)
     frequency = record.column("frequency")
     counts = np.bincount(frequency, minlength=record.num_epochs + 1)
@@ -35,26 +39,55 @@ def plot_frequency_histogram(record: PruningRecord | PruningState) -> Figure:
     ax = fig.add_subplot()
     ks = np.arange(len(counts))
     bars = ax.bar(ks, counts, color=FULL_COLOR)
-    ax.bar_label(bars, fontsize=8)
-    ax.axvline(frequency.mean(), color="black", linestyle="--", linewidth=1, label=f"mean {frequency.mean():.2f}")
+    labels = ax.bar_label(bars, fontsize=8)
+    ax.margins(y=0.1)
     ax.set_xticks(ks)
     ax.set_xlabel("times trained (epochs)")
     ax.set_ylabel("rows")
     ax.set_title(f"{_method(record)}: how often each of the {record.num_rows} rows was trained")
-    ax.legend()
+    mean = float(frequency.mean())
+    (line,) = ax.plot([], [], color="black", linestyle="--", linewidth=1, label=f"mean {mean:.2f}")
+    fig.legend(loc="outside lower center")
+    fig.draw_without_rendering()  # lay out, so the labels have their final extents
+    line.set_data(*_vertical_avoiding(ax, mean, labels))
     return fig
 
 
-def plot_score_distribution(record: PruningRecord | PruningState, bins: int = 40) -> Figure:
-    """Histogram of the per-row score; kept and pruned rows of the last pruned epoch apart.
+def _vertical_avoiding(ax: Any, x: float, texts: Any, pad_px: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a vertical line at data `x` across the axes, with a gap (NaN) wherever it would cross one of
+    `texts` (e.g. bar labels)."""
+    to_data = ax.transData.inverted()
+    x_px = ax.transData.transform((x, 0))[0]
+    bottom, top = ax.get_ylim()
+    gaps = []
+    for text in texts:
+        box = text.get_window_extent()
+        if box.x0 - pad_px <= x_px <= box.x1 + pad_px:
+            low = to_data.transform((x_px, box.y0 - pad_px))[1]
+            high = to_data.transform((x_px, box.y1 + pad_px))[1]
+            gaps.append((low, high))
+    ys, start = [], bottom
+    for low, high in sorted(gaps):
+        if low > start:
+            ys += [start, low, np.nan]
+        start = max(start, high)
+    if start < top:
+        ys += [start, top]
+    ys_array = np.asarray(ys, dtype=np.float64)
+    return np.where(np.isnan(ys_array), np.nan, x), ys_array
 
-    Falls back to the last observed loss when no row has a score (e.g. `pruning_method="none"`).
+
+def plot_score_distribution(record: PruningRecord | PruningState, bins: int = 40) -> Figure:
+    """Histogram of the per-row score; kept and pruned rows of the last pruned epoch apart. The x-axis says what
+    the score is (`metadata["score_definition"]`).
+
+    Falls back to the last observed loss when no row has a score (a record written before scores were derived).
     """
     record = _as_record(record)
-    name = "score"
+    name, what = "score", record.metadata.get("score_definition") or "what the method ranked by"
     values = record.column("score").astype(np.float64)
     if not np.isfinite(values).any():
-        name, values = "loss", record.column("loss").astype(np.float64)
+        name, what, values = "loss", "last observed loss", record.column("loss").astype(np.float64)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     finite = np.isfinite(values)
@@ -77,10 +110,10 @@ def plot_score_distribution(record: PruningRecord | PruningState, bins: int = 40
             alpha=0.7,
             label=f"pruned in epoch {epoch}",
         )
-        ax.legend()
+        fig.legend(loc="outside lower center", ncols=2)
     else:
         ax.hist(values[finite], bins=edges, color=FULL_COLOR)
-    ax.set_xlabel(name)
+    ax.set_xlabel(f"{name}: {what}" if name == "score" else what)
     ax.set_ylabel("rows")
     missing = int((~finite).sum())
     ax.set_title(f"{_method(record)}: per-row {name}" + (f" ({missing} rows without one)" if missing else ""))
@@ -100,7 +133,7 @@ def plot_kept_fraction(record: PruningRecord | PruningState) -> Figure:
     ratio = record.metadata.get("prune_ratio")
     if isinstance(ratio, (int, float)) and ratio > 0:
         ax.axhline(1 - ratio, color="black", linestyle="--", linewidth=1, label=f"1 - prune_ratio = {1 - ratio:g}")
-        ax.legend(loc="lower left")
+        fig.legend(loc="outside lower center")
     ax.set_ylim(0, 1.05)
     ax.set_xticks(epochs)
     ax.set_xlabel("epoch")
@@ -127,7 +160,8 @@ def save_pruning_plots(
     paths = []
     for name, plot in PLOTS.items():
         path = os.path.join(directory, f"{name}.png")
-        plot(record).savefig(path, dpi=dpi)
+        figure = plot(record)
+        atomic_write(path, lambda tmp, figure=figure: figure.savefig(tmp, dpi=dpi, format="png"))
         paths.append(path)
     return paths
 

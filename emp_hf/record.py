@@ -20,13 +20,19 @@ from typing import Any, Literal
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData
+from transformers.utils import logging
 
-from .tracker import PruningState
+from .checkpoint import STATE_FILE, atomic_write, atomic_write_bytes, newer, newest_pruning_state
+from .strategies import STRATEGIES
+from .tracker import DERIVED_SCORE_TABLE, PruningState
 from .version import __version__
+
+logger = logging.get_logger(__name__)
 
 RECORD_FORMAT_VERSION = 1
 RECORD_FILE = "pruning_record.json"
@@ -54,6 +60,53 @@ QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 QUANTILE_LABELS = ("min", "p10", "p25", "p50", "p75", "p90", "max")
 
 
+def score_definition(method: str | None, options: Mapping[str, Any] | None = None, *, derived: bool = False) -> str:
+    """What a record's `score` column is, in words (the y-label of its plots, a line of `emp-hf inspect`)."""
+    options = options or {}
+    if derived:
+        if method in ("infobatch", "seta"):
+            return f"last observed loss (what {method} ranks by)"
+        return f"last observed loss ({method or 'the strategy'} keeps no score of its own)"
+    if method == "emp":
+        return f"EMP score: loss + {options.get('memory_weight', 1.0)} x predictive entropy"
+    if method == "ucb":
+        bonus = "sqrt(EMA variance)" if options.get("ucb_exploration", "variance") == "variance" else "visit bonus"
+        return f"UCB score: EMA loss + {options.get('ucb_c', 1.0)} x {bonus}"
+    if method == "epsilon_greedy":
+        return "EMA of the loss"
+    return f"what {method or 'the strategy'} ranked by at its last plan"
+
+
+#: Options of the epoch schedule that every method but `none` reads.
+SCHEDULE_OPTIONS = ("pruning_warmup_epochs", "pruning_anneal_fraction", "pruning_seed")
+
+
+def used_options(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a record that its method reads: the strategy's own options (its `options_class`, less
+    `prune_ratio`, shown apart), the schedule's (not for `none`) and `ema_decay` where the method keeps the loss
+    EMA. What `emp-hf inspect` and the dataset card list; the record keeps every option it was given."""
+    options = dict(metadata.get("options") or {})
+    if "effective_pruning_seed" in options:
+        options.setdefault("pruning_seed", options.pop("effective_pruning_seed"))
+    method = metadata.get("pruning_method")
+    strategy = STRATEGIES.get(method) if isinstance(method, str) else None
+    if strategy is None:  # a method this emp_hf does not know: all but the bookkeeping
+        bookkeeping = {"pruning_method", "prune_ratio", "model_name", "planned_epochs", "global_step"}
+        return {k: v for k, v in sorted(options.items()) if k not in bookkeeping}
+    names = {f.name for f in dataclasses.fields(strategy.options_class)} - {"prune_ratio"}
+    if method != "none":
+        names |= set(SCHEDULE_OPTIONS)
+    tables = strategy.required_tables
+    if not isinstance(tables, frozenset):  # a property of the instance (emp): its default options decide
+        try:
+            tables = strategy().required_tables
+        except Exception:  # noqa: BLE001  (a strategy that needs options: keep the EMA decay in view)
+            tables = frozenset({"ema_mean"})
+    if "ema_mean" in tables:
+        names.add("ema_decay")
+    return {k: options[k] for k in sorted(names) if k in options}
+
+
 class DatasetMismatchError(ValueError):
     """The dataset passed to `select_rows` is not the one the record was made on."""
 
@@ -79,6 +132,8 @@ class PruningRecord:
     rows: datasets.Dataset
     plans: datasets.Dataset
     metadata: dict[str, Any]
+    #: Where this record was read from (a record directory or a `pruning_state.pt`); not saved with it.
+    source_path: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ from a run
     @classmethod
@@ -107,6 +162,9 @@ class PruningRecord:
                 f"The dataset has {len(dataset)} rows but the pruning state has {n}: pass the training dataset."
             )
         tables = state.cpu_tables()
+        derived = "score" not in tables and DERIVED_SCORE_TABLE in tables
+        if derived:
+            tables["score"] = state.derived_score().cpu()
         for name in ("score", "loss", "entropy", "ema_mean"):  # tables the strategy did not keep: NaN columns
             tables.setdefault(name, torch.full((n,), float("nan")))
         kept = state.kept_in_epoch().numpy()  # [E, N]
@@ -162,7 +220,12 @@ class PruningRecord:
             "realized_saving": state.realized_saving(),
             "nonfinite_losses": int(state.nonfinite_count.item()),
             "ema_decay": state.ema_decay,
+            "score_definition": score_definition(
+                state.metadata.get("pruning_method", option_dict.get("pruning_method")), option_dict, derived=derived
+            ),
         }
+        if "global_step" in state.metadata:
+            metadata["global_step"] = state.metadata["global_step"]
         return cls(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
 
     # ------------------------------------------------------------------ facts
@@ -202,7 +265,8 @@ class PruningRecord:
 
         `by` is a `rows` column (`score`, `frequency`, `loss`, `entropy`, `ema_mean`, ...) or several, the
         first deciding and the next breaking ties; rows whose value is NaN come last; remaining ties go to the
-        lower row index.
+        lower row index. A column with no value at all (every row NaN) is refused with a `ValueError`: the rows
+        would come out in index order, ranked by nothing. `score` is `metadata["score_definition"]`.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= self.num_rows:
             raise ValueError(f"top_k must be an integer in [0, {self.num_rows}], got {k!r}.")
@@ -211,6 +275,16 @@ class PruningRecord:
         if not keys or unknown:
             allowed = [c for c in self.rows.column_names if c not in ("kept_epochs", "row_index")]
             raise ValueError(f"Cannot rank rows by {unknown or by!r}: choose from {allowed}.")
+        if not np.isfinite(self.column(keys[0]).astype(np.float64)).any():
+            filled = [
+                c
+                for c in self.rows.column_names
+                if c not in ("kept_epochs", "row_index") and np.isfinite(self.column(c).astype(np.float64)).any()
+            ]
+            raise ValueError(
+                f"Cannot rank rows by {keys[0]!r}: no row of this record has a value for it (all NaN). Rank by one "
+                f"of {filled} instead (by=...)."
+            )
         sort_keys: list[np.ndarray] = [self.column("row_index")]
         for name in reversed(keys):  # np.lexsort: the last key is the primary one
             values = self.column(name).astype(np.float64)
@@ -251,10 +325,9 @@ class PruningRecord:
         os.makedirs(directory, exist_ok=True)
         _write_parquet(self.rows, os.path.join(directory, ROWS_FILE))
         _write_parquet(self.plans, os.path.join(directory, PLANS_FILE))
-        with open(os.path.join(directory, RECORD_FILE), "w") as f:
-            json.dump(_jsonable(self.metadata), f, indent=2, sort_keys=True)
-            f.write("\n")
-        self.card(plots=images).save(os.path.join(directory, CARD_FILE))
+        text = json.dumps(_jsonable(self.metadata), indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(os.path.join(directory, RECORD_FILE), text.encode())
+        atomic_write_bytes(os.path.join(directory, CARD_FILE), str(self.card(plots=images)).encode())
         return directory
 
     def __repr__(self) -> str:
@@ -288,40 +361,180 @@ def resolve_record_source(path_or_repo_id: str | os.PathLike) -> tuple[RecordSou
     Returns `("record_dir", directory)` for a saved record (its directory or its `pruning_record.json`),
     `("training_output", path)` for a training output or checkpoint directory or a `pruning_state.pt` file,
     and `("hub", repo_id)` for anything that is not on disk (a Hub dataset repo id).
+
+    A record directory that also holds a newer complete pruning state (at its top level or in a checkpoint: a
+    run that went on training after `emp-hf export OUT --to OUT`) is read as the training output it is, with a
+    warning; newer is by global step when both say theirs, else by modification time (`checkpoint.newer`).
     """
     path = os.fspath(path_or_repo_id)
-    if os.path.isdir(path):
-        return ("record_dir" if is_record_dir(path) else "training_output"), path
-    if os.path.isfile(path):
-        if os.path.basename(path) == RECORD_FILE:
-            return "record_dir", os.path.dirname(path) or "."
+    if os.path.isfile(path) and os.path.basename(path) == RECORD_FILE:
+        path = os.path.dirname(path) or "."
+    elif os.path.isfile(path):
         return "training_output", path
-    return "hub", path
+    if not os.path.isdir(path):
+        return "hub", path
+    if not is_record_dir(path):
+        return "training_output", path
+    state = newest_pruning_state(path)
+    if state is not None:
+        directory, step = state
+        record_step = _record_step(path)
+        record_time = os.path.getmtime(os.path.join(path, RECORD_FILE))
+        if newer((step, os.path.getmtime(os.path.join(directory, STATE_FILE))), (record_step, record_time)):
+            logger.warning(
+                f"Reading {os.path.join(directory, STATE_FILE)} (step {step if step is not None else 'unknown'}): "
+                f"it is newer than the pruning record {os.path.join(path, RECORD_FILE)} (step "
+                f"{record_step if record_step is not None else 'unknown'}), which training went on past."
+            )
+            return "training_output", os.path.join(directory, STATE_FILE)
+    return "record_dir", path
+
+
+def _record_step(directory: str) -> int | None:
+    """The global step a saved record was exported at, if it says (None also for a damaged file)."""
+    try:
+        with open(os.path.join(directory, RECORD_FILE)) as f:
+            metadata = json.load(f)
+        source = metadata.get("source") or {}
+        step = source.get("global_step", metadata.get("global_step"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+class RecordFormatError(ValueError):
+    """A record directory whose files are damaged, edited or of another format (a one-line message)."""
+
+
+#: The columns of `rows.parquet` and `plans.parquet`.
+ROW_COLUMNS = ("row_index", "frequency", "score", "loss", "entropy", "ema_mean", "last_epoch", "kept_epochs")
+PLAN_COLUMNS = ("epoch", "rows", "size", "kept_fraction")
 
 
 def read_record_dir(directory: str | os.PathLike) -> PruningRecord:
-    """Read a record directory (one written by `PruningRecord.save`), checking its format and its files."""
+    """Read a record directory (one written by `PruningRecord.save`), checking its format and its files.
+
+    A damaged or edited file (invalid JSON, a list where an object belongs, plan indices that are negative,
+    `>= num_rows` or repeated, tables that disagree with the metadata) raises `RecordFormatError` (a
+    `ValueError`) with one line naming the directory and the problem."""
     directory = os.fspath(directory)
-    with open(os.path.join(directory, RECORD_FILE)) as f:
-        metadata = json.load(f)
+    path = os.path.join(directory, RECORD_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordFormatError(
+            f"{path} is not valid JSON ({error}): the pruning record is damaged. Export it again (emp-hf export) "
+            "or download it again."
+        ) from None
+    _check_metadata(metadata, path)
+    tables = {}
+    for name in (ROWS_FILE, PLANS_FILE):
+        file = os.path.join(directory, name)
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"The pruning record in {directory} is incomplete: {name} is missing.")
+        try:
+            tables[name] = pq.read_table(file)
+        except (pa.ArrowException, OSError) as error:
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            raise RecordFormatError(
+                f"{file} cannot be read ({reason}): it is truncated or damaged. Export the record again (emp-hf "
+                "export) or download it again."
+            ) from None
+    problem = _table_problem(tables[ROWS_FILE], tables[PLANS_FILE], metadata)
+    if problem:
+        raise RecordFormatError(
+            f"The pruning record in {directory} is damaged or was edited: {problem}. Export it again (emp-hf "
+            "export) or download it again."
+        )
+    record = PruningRecord(
+        rows=_to_dataset(tables[ROWS_FILE]), plans=_to_dataset(tables[PLANS_FILE]), metadata=metadata
+    )
+    record.source_path = directory
+    return record
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata(metadata: Any, path: str) -> None:
+    """Raise `RecordFormatError` unless `metadata` (a parsed `pruning_record.json`) has the fields and types a
+    record needs."""
+
+    def refuse(problem: str) -> None:
+        raise RecordFormatError(
+            f"{path} is not a pruning record's metadata: {problem}. The file was edited or damaged; export the "
+            "record again (emp-hf export) or download it again."
+        )
+
+    if not isinstance(metadata, dict):
+        refuse(f"it holds a JSON {type(metadata).__name__}, where an object belongs")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or version > RECORD_FORMAT_VERSION:
-        raise ValueError(
-            f"{directory} holds a pruning record of format {version!r}; this emp_hf reads format "
+    if not _is_int(version) or version < 1:
+        refuse(f"format_version must be a whole number >= 1, got {version!r}")
+    if version > RECORD_FORMAT_VERSION:
+        raise RecordFormatError(
+            f"{path} holds a pruning record of format {version}; this emp_hf reads format "
             f"{RECORD_FORMAT_VERSION} and older: upgrade emp_hf."
         )
-    for name in (ROWS_FILE, PLANS_FILE):
-        if not os.path.isfile(os.path.join(directory, name)):
-            raise FileNotFoundError(f"The pruning record in {directory} is incomplete: {name} is missing.")
-    rows = _to_dataset(pq.read_table(os.path.join(directory, ROWS_FILE)))
-    plans = _to_dataset(pq.read_table(os.path.join(directory, PLANS_FILE)))
-    if len(rows) != metadata["num_rows"] or list(plans["epoch"]) != list(range(metadata["num_epochs"])):
-        raise ValueError(
-            f"The pruning record in {directory} is inconsistent: {len(rows)} rows and epochs "
-            f"{list(plans['epoch'])} for num_rows={metadata['num_rows']}, "
-            f"num_epochs={metadata['num_epochs']}."
-        )
-    return PruningRecord(rows=rows, plans=plans, metadata=metadata)
+    for key, valid, what in (
+        ("num_rows", lambda v: _is_int(v) and v > 0, "a whole number > 0"),
+        ("num_epochs", lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+        ("realized_saving", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    ):
+        if not valid(metadata.get(key)):
+            refuse(f"{key} must be {what}, got {metadata.get(key)!r}")
+    for key in ("dataset", "options", "source"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], dict):
+            refuse(f"{key} holds a JSON {type(metadata[key]).__name__}, where an object belongs")
+    sizes = metadata.get("plan_sizes")
+    if sizes is not None and not (isinstance(sizes, list) and all(_is_int(v) for v in sizes)):
+        refuse(f"plan_sizes must be a list of whole numbers, got {str(sizes)[:60]}")
+
+
+def _table_problem(rows: pa.Table, plans: pa.Table, metadata: dict[str, Any]) -> str | None:
+    """What is wrong with a record's tables, given its metadata (None: nothing)."""
+    n, epochs = metadata["num_rows"], metadata["num_epochs"]
+    for name, table, columns in ((ROWS_FILE, rows, ROW_COLUMNS), (PLANS_FILE, plans, PLAN_COLUMNS)):
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            return f"{name} lacks the columns {missing}"
+    integer = pa.types.is_integer
+    for name in ("row_index", "frequency", "last_epoch", "epoch", "size"):
+        table = rows if name in ROW_COLUMNS else plans
+        if not integer(table.schema.field(name).type):
+            return f"column {name!r} holds {table.schema.field(name).type}, not integers"
+    plan_type = plans.schema.field("rows").type
+    if not (pa.types.is_list(plan_type) or pa.types.is_large_list(plan_type)) or not integer(plan_type.value_type):
+        return f"column 'rows' of {PLANS_FILE} holds {plan_type}, not lists of row indices"
+    if rows.num_rows != n or not np.array_equal(rows.column("row_index").to_numpy(), np.arange(n)):
+        return f"{ROWS_FILE} must hold the rows 0..{n - 1} in order (num_rows={n}), it holds {rows.num_rows} rows"
+    epoch_numbers = plans.column("epoch").to_pylist()
+    if epoch_numbers != list(range(epochs)):
+        return f"{PLANS_FILE} must hold the epochs 0..{epochs - 1} in order, it holds {epoch_numbers}"
+    frequency = rows.column("frequency")
+    if frequency.null_count or (n and int(pa.compute.min(frequency).as_py()) < 0):
+        return "a frequency is negative or missing"
+    sizes = plans.column("size").to_pylist()
+    lists = plans.column("rows").combine_chunks()
+    if lists.null_count or len(sizes) != epochs or None in sizes:
+        return "a plan or its size is missing"
+    offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # as `flatten()` counts them
+    values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    for epoch in range(epochs):
+        indices = values[offsets[epoch] : offsets[epoch + 1]]
+        if indices.size != sizes[epoch]:
+            return f"the plan of epoch {epoch} holds {indices.size} rows, its size says {sizes[epoch]}"
+        outside = (indices < 0) | (indices >= n)
+        if outside.any():
+            return f"the plan of epoch {epoch} holds row {int(indices[outside][0])}, outside 0..{n - 1}"
+        if np.unique(indices).size != indices.size:
+            return f"the plan of epoch {epoch} holds a row more than once"
+    if metadata.get("plan_sizes") is not None and metadata["plan_sizes"] != sizes:
+        return f"plan_sizes {metadata['plan_sizes']} differ from the plans' sizes {sizes}"
+    return None
 
 
 # ---------------------------------------------------------------------- the training dataset
@@ -421,7 +634,7 @@ def build_card(metadata: Mapping[str, Any], plots: Sequence[str] = ()) -> Datase
         ("dataset rows", metadata.get("num_rows")),
         ("emp_hf version", metadata.get("emp_hf_version")),
     ]
-    options = metadata.get("options") or {}
+    options = used_options(metadata)
     lines = [
         f"# Pruning record: `{method}` on {data_name}",
         "",
@@ -471,9 +684,7 @@ def _to_dataset(table: pa.Table) -> datasets.Dataset:
 def _write_parquet(dataset: datasets.Dataset, path: str) -> None:
     table = dataset.with_format("arrow")[:]  # respects an indices mapping; no progress bar
     table = table.replace_schema_metadata(dataset.features.arrow_schema.metadata)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _dataset_identity(dataset: Any) -> dict[str, Any]:

@@ -45,6 +45,8 @@ TABLE_SPECS: dict[str, tuple[torch.dtype, float]] = {
 }
 ALL_TABLES = frozenset(TABLE_SPECS)
 ALWAYS_TRACKED = frozenset({"frequency", "last_epoch"})
+#: What `PruningState.score` is derived from when the state keeps no `score` table (see `derived_score`).
+DERIVED_SCORE_TABLE = "loss"
 #: Default capacity of the observation buffer, in rows (16 bytes each).
 BUFFER_ROWS = 1 << 15
 
@@ -82,7 +84,8 @@ class PruningState:
 
     Per row (length `num_rows`, read as attributes, each read flushes the buffered observations first):
     `loss`, `entropy` (last observed), `ema_mean`, `ema_var` (exponential moving statistics of the loss),
-    `score` (what the strategy ranked by at the last plan), `weight` (loss weight of the current epoch),
+    `score` (what the strategy ranked by at the last plan; for a strategy that keeps no score table, the last
+    observed loss, derived when read: see `derived_score`), `weight` (loss weight of the current epoch),
     `frequency` (visits so far), `last_epoch` (epoch of the last visit, -1 if never visited) — only the tables
     in `track` (default: all) plus `frequency` and `last_epoch`. Per epoch: `plans` (row indices trained, in
     order; stored compactly, see `emp_hf.plan_history`) and `epoch_plan_sizes`.
@@ -154,12 +157,24 @@ class PruningState:
         if tables is not None and name in tables:
             self.flush()
             return tables[name][:-1]
+        if tables is not None and name == "score" and DERIVED_SCORE_TABLE in tables:
+            return self.derived_score()
         if tables is not None and name in TABLE_SPECS:
             raise AttributeError(
                 f"This pruning state does not keep {name!r}: it tracks {sorted(tables)} (what its strategy's "
                 "`required_tables` declare)."
             )
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def derived_score(self) -> torch.Tensor:
+        """`score` of a state that keeps no score table (`infobatch`, `seta`, `random`, `none`): a copy of the
+        last observed loss, NaN for rows never visited. It is computed when read and never stored.
+
+        It is what `infobatch` and `seta` rank by (`PruningStrategy.score`'s default); `random` and `none` rank by
+        nothing, and for them it is the same per-row difficulty, so a coreset (`select_rows(top_k=k)`) of any
+        method ranks by a defined statistic."""
+        self.flush()
+        return self._tables[DERIVED_SCORE_TABLE][:-1].clone()
 
     @property
     def nonfinite_count(self) -> torch.Tensor:

@@ -165,7 +165,8 @@ class PruningMixin(TrainerLoopHooks):
     def _training_rows_source(self, dataset: Any) -> dict[str, Any] | None:
         """Where the training rows came from when the trainer derived them from the user's dataset (TRL tokenizes
         and filters it): `{"fingerprint", "num_rows", "rows"}` with `rows[i]` the user's row of training row `i`
-        (None: the same rows). Kept as the state's `metadata["source"]`; the plain Trainer trains the given rows."""
+        (None: the same rows). Kept as the state's `metadata["source_dataset"]`; a plain Trainer trains the given
+        rows."""
         return None
 
     @property
@@ -184,7 +185,7 @@ class PruningMixin(TrainerLoopHooks):
         )
         args = self.args
         if self._source_rows is not None:
-            state.metadata["source"] = self._source_rows
+            state.metadata["source_dataset"] = self._source_rows
         state.metadata.update(
             dataset_fingerprint=self._dataset_fingerprint,
             model_name=model_name_of(unwrap_peft(self.model)) if self.model is not None else None,

@@ -10,6 +10,7 @@ import pytest
 from helpers import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
+from emp_hf.checkpoint import read_pruning_state, save_pruning_state
 from emp_hf.cli import main
 from emp_hf.load import load_pruning_record, select_rows
 from emp_hf.record import RECORD_FILE
@@ -66,14 +67,15 @@ def test_inspect_output_dir_prints_the_summary_and_draws(run, tmp_path, capsys):
 def test_export_final_state_then_load_and_select(run, tmp_path, capsys):
     trainer, dataset, output_dir = run
     target = tmp_path / "record"
-    # save_model() wrote the final state to OUTPUT_DIR/pruning_state.pt; export prefers it to checkpoints
+    # save_model() wrote the final state to OUTPUT_DIR/pruning_state.pt: the newest complete state
     assert os.path.isfile(os.path.join(output_dir, "pruning_state.pt"))
     assert main(["export", output_dir, "--to", str(target), "--plots"]) == 0
-    assert "(out)" in capsys.readouterr().out
+    read = "out" if os.path.isfile(os.path.join(output_dir, "pruning_state.pt")) else "checkpoint-30"
+    assert f"({read})" in capsys.readouterr().out
     assert sorted(os.listdir(target)) == ["README.md", "plans.parquet", "plots", RECORD_FILE, "rows.parquet"]
     record = load_pruning_record(target)
     state = trainer.pruning_state
-    assert record.metadata["source"] == {"checkpoint": "out"}
+    assert record.metadata["source"]["checkpoint"] == read
     assert record.column("frequency").tolist() == state.frequency.tolist()
     for epoch, plan in enumerate(state.plans):
         assert select_rows(dataset, record, epoch=epoch)["input_ids"] == dataset.select(plan.tolist())["input_ids"]
@@ -93,14 +95,20 @@ def test_export_a_chosen_checkpoint_or_the_top_level_state(run, tmp_path, capsys
     assert main(["export", checkpoint, "--to", str(tmp_path / "b")]) == 0
     assert load_pruning_record(tmp_path / "b").plan_sizes == [96, 48]
 
-    # a pruning_state.pt at the top level of the output directory wins over the checkpoints
+    # a pruning_state.pt at the top level of the output directory is read when it is the newest
     top = tmp_path / "top"
     shutil.copytree(output_dir, top)
-    for name in ("pruning_state.pt", "pruning_state.json"):
-        shutil.copy(os.path.join(top, "checkpoint-24", name), top / name)
+    state = read_pruning_state(os.path.join(top, "checkpoint-24", "pruning_state.pt"))
+    state.metadata.pop("global_step", None)  # no step: the modification times decide
+    save_pruning_state(state, str(top))
     assert main(["export", str(top), "--to", str(tmp_path / "c")]) == 0
     record = load_pruning_record(tmp_path / "c")
     assert record.plan_sizes == [96, 48, 48] and record.metadata["source"]["checkpoint"] == "top"
+    # ... and not when a checkpoint is newer (by step, else by modification time)
+    state.metadata["global_step"] = 24
+    save_pruning_state(state, str(top))
+    assert main(["export", str(top), "--to", str(tmp_path / "c2")]) == 0
+    assert load_pruning_record(tmp_path / "c2").metadata["source"]["checkpoint"] == "checkpoint-30"
 
     # a checkpoint whose save did not finish (state and manifest disagree) is skipped
     for name in ("pruning_state.pt", "pruning_state.json"):

@@ -333,7 +333,7 @@ def test_the_record_maps_trained_rows_back_to_the_users_dataset_after_trl_drops_
     trainer = make_sft_trainer(tmp_path, sft_data, pruning_method="emp", num_train_epochs=3, max_length=9)
     assert len(trainer.train_dataset) < len(data)  # TRL dropped the fully masked rows
     trainer.train()
-    source = trainer.pruning_state.metadata["source"]
+    source = trainer.pruning_state.metadata["source_dataset"]
     assert source["fingerprint"] == data._fingerprint and source["num_rows"] == len(data)
     assert len(source["rows"]) == len(trainer.train_dataset)
     for i, raw in enumerate(source["rows"]):
