@@ -13,7 +13,7 @@ from transformers.utils import logging
 
 from .export import export_pruning_record, record_from_output_dir
 from .hub import download_pruning_record
-from .record import PruningRecord, check_dataset, read_record_dir, resolve_record_source
+from .record import PruningRecord, check_dataset, read_record_dir, resolve_record_source, source_rows
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
@@ -58,7 +58,9 @@ def select_rows(
 
     Pass exactly one of `epoch` (that epoch's plan, in training order; negative counts from the end) or
     `top_k` (a static coreset: the `top_k` rows with the largest `by`, best first; see
-    `PruningRecord.top_k`). `record` may also be a `PruningState`, a directory or a Hub repo id. Returns
+    `PruningRecord.top_k`). `record` may also be a `PruningState`, a directory or a Hub repo id. For a run whose
+    trainer derived its rows from the dataset it was given (TRL's `SFTTrainer` tokenizes and filters it), pass
+    that dataset: the record maps each training row back to it. Returns
     `dataset.select(...)` for a `datasets.Dataset`, else a `torch.utils.data.Subset`. With `check=True` a
     dataset whose length or fingerprint differs from the record's raises `DatasetMismatchError`.
     """
@@ -68,9 +70,12 @@ def select_rows(
         record = load_pruning_record(record)
     if (epoch is None) == (top_k is None):
         raise ValueError("Pass exactly one of epoch= (an epoch's plan) or top_k= (a static coreset).")
-    if check:
-        check_dataset(dataset, record)
     indices = record.plan(epoch) if epoch is not None else record.top_k(top_k, by=by)
+    mapping = source_rows(dataset, record)
+    if mapping is not None:  # the user's dataset the trainer's rows came from (TRL): map them back
+        indices = [mapping[i] for i in indices]
+    elif check:
+        check_dataset(dataset, record)
     if isinstance(dataset, datasets.Dataset):
         return dataset.select(indices)
     return torch.utils.data.Subset(dataset, indices)

@@ -167,7 +167,12 @@ class PruningRecord:
             tables["score"] = state.derived_score().cpu()
         for name in ("score", "loss", "entropy", "ema_mean"):  # tables the strategy did not keep: NaN columns
             tables.setdefault(name, torch.full((n,), float("nan")))
+        plans = trained_plans(state)
         kept = state.kept_in_epoch().numpy()  # [E, N]
+        for epoch, plan in enumerate(plans):  # an epoch that stopped early (or dropped its last batch)
+            if len(plan) < kept[epoch].sum():
+                kept[epoch] = False
+                kept[epoch, plan.numpy()] = True
 
         row_of_visit, epoch_of_visit = np.nonzero(kept.T)  # row-major: by row, then by epoch
         kept_offsets = np.zeros(n + 1, dtype=np.int32)
@@ -186,12 +191,10 @@ class PruningRecord:
                 ),
             }
         )
-        sizes = [len(p) for p in state.plans]
+        sizes = [len(p) for p in plans]
         plan_offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
         np.cumsum(sizes, out=plan_offsets[1:])
-        plan_values = (
-            torch.cat([p.long() for p in state.plans]).numpy() if state.plans else np.zeros(0, dtype=np.int64)
-        )
+        plan_values = torch.cat([p.long() for p in plans]).numpy() if plans else np.zeros(0, dtype=np.int64)
         plans_table = pa.table(
             {
                 "epoch": pa.array(np.arange(len(sizes), dtype=np.int32)),
@@ -204,7 +207,8 @@ class PruningRecord:
         identity = _dataset_identity(dataset)
         fingerprint = state.metadata.get("dataset_fingerprint") or identity.pop("fingerprint", None)
         identity.pop("fingerprint", None)
-        stored = {k: v for k, v in state.metadata.items() if k != "dataset_fingerprint"}  # the trainer's options
+        run_facts = {"dataset_fingerprint", "trained_rows", "source_dataset"}  # what the run recorded, not options
+        stored = {k: v for k, v in state.metadata.items() if k not in run_facts}  # the trainer's options
         option_dict = {**_options_dict(stored), **_options_dict(options)}
         metadata: dict[str, Any] = {
             "format_version": RECORD_FORMAT_VERSION,
@@ -226,6 +230,8 @@ class PruningRecord:
         }
         if "global_step" in state.metadata:
             metadata["global_step"] = state.metadata["global_step"]
+        if state.metadata.get("source_dataset"):  # the trainer's rows came from the user's dataset (TRL)
+            metadata["source_dataset"] = state.metadata["source_dataset"]
         return cls(rows=_to_dataset(rows_table), plans=_to_dataset(plans_table), metadata=metadata)
 
     # ------------------------------------------------------------------ facts
@@ -538,6 +544,30 @@ def _table_problem(rows: pa.Table, plans: pa.Table, metadata: dict[str, Any]) ->
 
 
 # ---------------------------------------------------------------------- the training dataset
+def trained_plans(state: PruningState) -> list[torch.Tensor]:
+    """Each epoch's rows that trained, in training order: the plan, less the rows an early stop, `max_steps` or
+    `dataloader_drop_last` left out (`metadata["trained_rows"]`: epoch -> how many of the plan's first rows ran)."""
+    trained = state.metadata.get("trained_rows") or {}
+    return [plan[: int(trained.get(str(epoch), len(plan)))] for epoch, plan in enumerate(state.plans)]
+
+
+def source_rows(dataset: Any, record: PruningRecord) -> list[int] | None:
+    """For a record whose training rows the trainer derived from the user's dataset (TRL tokenizes and filters
+    it; `metadata["source_dataset"]`): the user's row of each training row, if `dataset` is that user dataset (its
+    fingerprint, else its length); None otherwise."""
+    source = record.metadata.get("source_dataset")
+    if not source:
+        return None
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if source.get("fingerprint") and fingerprint:
+        if fingerprint != source["fingerprint"]:
+            return None
+    elif len(dataset) != source.get("num_rows") or len(dataset) == record.num_rows:
+        return None
+    rows = source.get("rows")
+    return list(range(record.num_rows)) if rows is None else [int(r) for r in rows]
+
+
 def check_dataset(dataset: Any, record: PruningRecord) -> None:
     """Raise `DatasetMismatchError` unless `dataset` has the record's length and (if both are known) its
     `datasets` fingerprint."""

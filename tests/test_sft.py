@@ -11,6 +11,9 @@ trl = pytest.importorskip("trl")
 
 from offline_data import sentiment_available  # noqa: E402
 
+from emp_hf import select_rows  # noqa: E402
+from emp_hf.export import export_pruning_record  # noqa: E402
+from emp_hf.record import DatasetMismatchError  # noqa: E402
 from emp_hf.schedule import StepCounter  # noqa: E402
 from emp_hf.sft import (  # noqa: E402
     EMPSFTConfig,
@@ -338,5 +341,12 @@ def test_the_record_maps_trained_rows_back_to_the_users_dataset_after_trl_drops_
     assert len(source["rows"]) == len(trainer.train_dataset)
     for i, raw in enumerate(source["rows"]):
         assert trainer.train_dataset[i]["prompt"] == data[raw]["prompt"]
+    record = export_pruning_record(trainer.pruning_state)
+    for epoch in range(3):  # the user's raw dataset gets back exactly the rows each epoch trained
+        selected = select_rows(data, record, epoch=epoch)
+        trained = trainer.train_dataset.select(record.plan(epoch))
+        assert selected["prompt"] == trained["prompt"] and len(selected) == len(trained)
+    with pytest.raises(DatasetMismatchError):
+        select_rows(data.select(range(20)), record, epoch=0)
     untouched = make_sft_trainer(tmp_path / "b", sft_data, pruning_method="emp", num_train_epochs=3)
     assert untouched._source_rows == {"fingerprint": data._fingerprint, "num_rows": len(data), "rows": None}

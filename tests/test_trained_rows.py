@@ -7,6 +7,7 @@ from helpers import make_args, make_bert, make_text_dataset
 from transformers import TrainerCallback
 
 from emp_hf import EMPTrainer
+from emp_hf.export import export_pruning_record
 
 
 class StopAfter(TrainerCallback):
@@ -36,10 +37,15 @@ def _run(tmp_path, **kwargs):
 
 
 def _recorded_rows(trainer, epoch):
-    """The rows the pruning state says epoch `epoch` trained."""
+    """The rows the run's pruning record says epoch `epoch` trained (and the state agrees)."""
     plan = trainer.pruning_state.plans[epoch]
     trained = trainer.pruning_state.metadata.get("trained_rows", {}).get(str(epoch), len(plan))
-    return set(plan[:trained].tolist())
+    record = export_pruning_record(trainer.pruning_state)
+    assert record.plan(epoch) == plan[:trained].tolist()
+    assert record.column("frequency").tolist() == trainer.pruning_state.frequency.tolist()
+    kept = record.kept_matrix()[epoch]
+    assert set(kept.nonzero()[0].tolist()) == set(record.plan(epoch))
+    return set(record.plan(epoch))
 
 
 @pytest.mark.parametrize("method", ["emp", "none"])
