@@ -258,7 +258,7 @@ class PruningMixin(TrainerLoopHooks):
         else:
             checkpoint = latest_complete_checkpoint(output_dir)
         if checkpoint is None:
-            raise ValueError(f"No complete checkpoint found in output directory ({output_dir})")
+            raise ValueError(f"No valid checkpoint found in output directory ({output_dir})")  # as Trainer says
         return checkpoint
 
     def _reset_pruning_state(self) -> None:

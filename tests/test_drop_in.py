@@ -159,6 +159,8 @@ def test_a_missing_checkpoint_gets_the_trainers_message(tmp_path):
         trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(32))
         with pytest.raises(ValueError, match="Can't find a valid checkpoint at"):
             trainer.train(resume_from_checkpoint=str(tmp_path / "no-such-checkpoint"))
+        with pytest.raises(ValueError, match="No valid checkpoint found in output directory"):
+            trainer.train(resume_from_checkpoint=True)
 
 
 def test_none_resumes_with_other_data_as_trainer_and_starts_the_statistics_afresh(tmp_path, caplog):
