@@ -44,6 +44,10 @@ class EpochPlanner:
         self.schedule = schedule
         self.seed = seed
 
+    def reschedule(self, schedule: EpochSchedule) -> None:
+        """Plan the epochs not yet planned by `schedule` (an open budget refitted to `max_steps`)."""
+        self.schedule = schedule
+
     def _begin_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
         """The flushed tables, the strategy told the epoch, the scores recorded."""
         tables = self.state.device_tables()

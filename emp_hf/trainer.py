@@ -21,6 +21,7 @@ from transformers.modeling_utils import unwrap_model
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 from transformers.utils import find_labels, logging
 
+from .budget import StepBudget
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
 from .config import INDEX_COLUMN, EMPConfig, PruningArguments
@@ -129,6 +130,8 @@ class PruningMixin(TrainerLoopHooks):
         self.pruning_state: PruningState | None = self._new_pruning_state()
         self._planner: EpochPlanner | None = None
         self._resume_from: str | None = None
+        self._budget: StepBudget | None = None
+        self._max_epochs: int | None = None  # with max_steps: the training loop's number of passes
         self._dataloaders_built = 0
         self._resumed_epoch: int | None = None
         self._resumed_micro_batches = self._micro_batches_run = 0
@@ -331,52 +334,36 @@ class PruningMixin(TrainerLoopHooks):
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             drop_last=args.dataloader_drop_last,
         )
+        self._budget = StepBudget(
+            counter=self._step_counter,
+            num_rows=self.pruning_state.num_rows,
+            prune_ratio=args.prune_ratio,
+            warmup_epochs=args.pruning_warmup_epochs,
+            anneal_fraction=args.pruning_anneal_fraction,
+            fixed_budget=self.strategy.fixed_budget,
+            at_most_num_keep=self.strategy.budget_at_most_num_keep,
+        )
+        self._max_epochs = None
         if args.max_steps > 0:  # as many passes over the plans as max_steps needs (open budgets: at least K rows)
-            num_epochs = self._epochs_for_max_steps([])  # an upper bound for an open budget: the loop's length
-            self._max_epochs = num_epochs
+            num_epochs = self._max_epochs = self._budget.epochs_for_max_steps(args.max_steps)  # the loop's length
             if not self.strategy.fixed_budget:  # as last fitted to the plans before a resume
                 num_epochs = self.pruning_state.metadata.get("planned_epochs", num_epochs)
         else:
             num_epochs = math.ceil(args.num_train_epochs)  # fractional epochs only reach here for `none`
-        self._check_drop_last(self._schedule(num_epochs))
+        self._check_drop_last(self._budget.schedule(num_epochs))
         self.pruning_state.metadata["planned_epochs"] = num_epochs
-        self._planner = EpochPlanner(self.pruning_state, self.strategy, self._schedule(num_epochs), self._seed)
+        self._planner = EpochPlanner(self.pruning_state, self.strategy, self._budget.schedule(num_epochs), self._seed)
 
     @property
     def _seed(self) -> int:
         return self.args.effective_pruning_seed
 
-    def _schedule(self, num_epochs: int) -> EpochSchedule:
-        return EpochSchedule(
-            num_rows=self.pruning_state.num_rows,
-            num_epochs=num_epochs,
-            prune_ratio=self.args.prune_ratio,
-            warmup_epochs=self.args.pruning_warmup_epochs,
-            anneal_fraction=self.args.pruning_anneal_fraction,
-        )
+    def _expected_plan_sizes(self) -> list[int]:
+        """Every epoch's plan size: exact where planned or fixed, estimated for an open budget's undecided ones."""
+        return self._budget.plan_sizes(self._planner.schedule, self.pruning_state.epoch_plan_sizes)
 
-    def _expected_plan_sizes(self, schedule: EpochSchedule, unknown_size: int | None = None) -> list[int]:
-        """Plan sizes of every epoch: exact where decided or fixed, estimated for an open budget.
-
-        An undecided open-budget epoch counts as `num_keep` rows when the strategy visits at most that many (an
-        upper bound: the LR schedule only shortens), else as large as the latest pruned one, else `unknown_size`
-        (default: all rows, an upper bound).
-        """
-        known = self.pruning_state.epoch_plan_sizes[: schedule.num_epochs]
-        if self.strategy.budget_at_most_num_keep:
-            estimate = schedule.num_keep
-        else:
-            estimate = known[-1] if known and schedule.phase(len(known) - 1) == "pruned" else None
-        sizes = list(known)
-        for epoch in range(len(known), schedule.num_epochs):
-            size = schedule.nominal_plan_size(epoch)
-            if schedule.phase(epoch) == "pruned" and not self.strategy.fixed_budget:
-                size = estimate if estimate is not None else (unknown_size or schedule.num_rows)
-            sizes.append(size)
-        return sizes
-
-    def _total_steps(self, schedule: EpochSchedule, unknown_size: int | None = None) -> int:
-        return sum(self._step_counter.update_steps(n) for n in self._expected_plan_sizes(schedule, unknown_size))
+    def _total_steps(self) -> int:
+        return self._budget.steps(self._expected_plan_sizes())
 
     def _pruning_training_values(self, values: TrainingValues) -> TrainingValues:
         """The run's step counts from the plan sizes (the Trainer derives them from the first epoch's length)."""
@@ -384,13 +371,13 @@ class PruningMixin(TrainerLoopHooks):
         if self._sampler is None:  # `none` trains exactly like Trainer: its epochs, steps and fractional epochs
             return values
         schedule = self._planner.schedule
-        sizes = self._expected_plan_sizes(schedule)
+        sizes = self._expected_plan_sizes()
         return values._replace(
-            num_train_epochs=max(schedule.num_epochs, getattr(self, "_max_epochs", 0) if args.max_steps > 0 else 0),
+            num_train_epochs=max(schedule.num_epochs, self._max_epochs or 0),
             num_update_steps_per_epoch=self._step_counter.update_steps(sizes[0]),
             num_train_samples=sum(sizes),
             steps_in_epoch=self._step_counter.micro_batches(sizes[0]),
-            max_steps=args.max_steps if args.max_steps > 0 else self._total_steps(schedule),
+            max_steps=args.max_steps if args.max_steps > 0 else self._budget.steps(sizes),
         )
 
     def _pruning_resume_position(
@@ -400,15 +387,10 @@ class PruningMixin(TrainerLoopHooks):
         if resume_from_checkpoint is None or self.state.global_step == 0 or self._sampler is None:
             return epochs_trained, steps_trained
         # Epochs have different lengths: locate global_step in the recorded plans.
-        done = 0
-        for epoch, size in enumerate(self.pruning_state.epoch_plan_sizes):
-            steps = self._step_counter.update_steps(size)
-            if self.state.global_step < done + steps:
-                skip = 0 if self.args.ignore_data_skip else (self.state.global_step - done)
-                self._resumed_epoch, self._resumed_micro_batches = epoch, skip * self.args.gradient_accumulation_steps
-                return epoch, self._resumed_micro_batches
-            done += steps
-        return len(self.pruning_state.plans), 0
+        epoch, steps = self._budget.resume_position(self.state.global_step, self.pruning_state.epoch_plan_sizes)
+        skip = 0 if self.args.ignore_data_skip else steps
+        self._resumed_epoch, self._resumed_micro_batches = epoch, skip * self.args.gradient_accumulation_steps
+        return epoch, self._resumed_micro_batches
 
     def _pruning_epoch_begin(self, epoch: int, train_dataloader: Any) -> EpochLength | None:
         """Plan `epoch` and return its length in micro-batches and optimizer steps (None: Trainer's own)."""
@@ -466,7 +448,7 @@ class PruningMixin(TrainerLoopHooks):
 
     def _retarget_budget(self) -> None:
         """InfoBatch without budget matching: re-estimate the total steps now that this epoch's size is known."""
-        total = self._total_steps(self._planner.schedule)
+        total = self._total_steps()
         self.state.max_steps = total
         warmup = self.args.get_warmup_steps(total)  # a warm-up ratio is a share of the steps the run takes
         if not retarget_lr_scheduler(self.lr_scheduler, total, warmup):
@@ -771,30 +753,14 @@ class PruningMixin(TrainerLoopHooks):
                     "dataloader_drop_last=False."
                 )
 
-    def _epochs_for_max_steps(self, known: list[int]) -> int:
-        """Fewest epochs whose steps reach `max_steps`: `known` plan sizes first, then nominal sizes (an open
-        budget's undecided pruned epochs as large as the latest known plan smaller than the dataset, else K, the
-        smallest an open-budget plan can be)."""
-        num_epochs = len(known) + 1
-        while True:
-            schedule = self._schedule(num_epochs)
-            estimate = next((size for size in reversed(known) if size < schedule.num_rows), schedule.num_keep)
-            sizes = [*known[:num_epochs]]
-            for epoch in range(len(sizes), num_epochs):
-                fixed = self.strategy.fixed_budget or schedule.phase(epoch) != "pruned"
-                sizes.append(schedule.nominal_plan_size(epoch) if fixed else estimate)
-            if sum(self._step_counter.update_steps(n) for n in sizes) >= self.args.max_steps:
-                return num_epochs
-            num_epochs += 1
-
     def _refit_epochs_to_max_steps(self, epoch: int) -> None:
-        """InfoBatch's open budget with `max_steps`: before planning `epoch`, fit the number of epochs to the plan
-        sizes seen so far, so the anneal epochs end the run. A function of the recorded plans only (resumes equal
-        the uninterrupted run); the count is kept in the pruning state's metadata as `planned_epochs`."""
+        """An open budget with `max_steps`: before planning `epoch`, fit the number of epochs to the plan sizes seen
+        so far, so the anneal epochs end the run. A function of the recorded plans only (resumes equal the
+        uninterrupted run); the count is kept in the pruning state's metadata as `planned_epochs`."""
         known = self.pruning_state.epoch_plan_sizes[:epoch]
-        num_epochs = min(self._epochs_for_max_steps(known), getattr(self, "_max_epochs", math.inf))
+        num_epochs = min(self._budget.epochs_for_max_steps(self.args.max_steps, known), self._max_epochs)
         self.pruning_state.metadata["planned_epochs"] = num_epochs
-        self._planner.schedule = self._schedule(num_epochs)
+        self._planner.reschedule(self._budget.schedule(num_epochs))
 
     def _check_output_dir_writable(self) -> None:
         """Fail before training, not after it, when the pruning state could not be saved into `output_dir`."""
