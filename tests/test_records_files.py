@@ -91,6 +91,7 @@ def test_a_record_exported_into_the_output_dir_does_not_hide_later_training(run,
     out = copy_run(run, tmp_path)
     checkpoints = run[2]
     later = [*checkpoints[2:], STATE_FILE, MANIFEST_FILE]  # what the last two epochs wrote
+    later = [name for name in later if os.path.exists(os.path.join(out, name))]  # a final state, if written
     for name in later:  # the run so far: two epochs
         os.rename(os.path.join(out, name), os.path.join(tmp_path, name))
     assert main(["export", out, "--checkpoint", checkpoints[1], "--to", out]) == 0
@@ -111,6 +112,7 @@ def test_a_record_exported_into_the_output_dir_does_not_hide_later_training(run,
     with open(os.path.join(out, RECORD_FILE)) as f:
         metadata = json.load(f)
     metadata.pop("source")
+    metadata.pop("global_step", None)
     with open(os.path.join(out, RECORD_FILE), "w") as f:
         json.dump(metadata, f)
     assert load_pruning_record(out).source_path == out
