@@ -174,11 +174,11 @@ def _checkpoint_problem(checkpoint_dir: str) -> str | None:
     if not has_state:
         if finished:
             return "it has no pruning state (it was saved by a plain Trainer, not EMPTrainer)"
-        return "its save did not finish (no pruning state and no trainer_state.json)"
+        return f"its save did not finish (no pruning state and no valid {TRAINER_STATE_NAME})"
     if not has_complete_pruning_state(checkpoint_dir):
         return "its save did not finish (its pruning state does not match its manifest)"
     if not finished:
-        return "its save did not finish (no trainer_state.json)"
+        return f"its save did not finish (no valid {TRAINER_STATE_NAME})"
     return None
 
 

@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="write the pruning record of a training output directory (parquet + dataset card)",
-        description="Export the pruning record of a training run: the latest checkpoint's pruning_state.pt, or "
-        "a pruning_state.pt at the top level of OUTPUT_DIR if there is one.",
+        description="Export the pruning record of a training run: its newest complete pruning_state.pt, the one "
+        "at the top level of OUTPUT_DIR or the latest checkpoint's (by global step, else modification time).",
     )
     export.add_argument("output_dir", metavar="OUTPUT_DIR", help="training output or checkpoint directory")
     export.add_argument("--to", required=True, metavar="DIR", help="directory to write the record into")

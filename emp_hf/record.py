@@ -111,6 +111,10 @@ class DatasetMismatchError(ValueError):
     """The dataset passed to `select_rows` is not the one the record was made on."""
 
 
+class RecordFormatError(ValueError):
+    """A record directory whose files are damaged, edited or of another format (a one-line message)."""
+
+
 class RecordOfflineError(ConnectionError):
     """A Hub record was requested while `HF_HUB_OFFLINE=1` and it is not in the local cache."""
 
@@ -264,7 +268,20 @@ class PruningRecord:
         """The rows epoch `epoch` trained on, in training order (a negative epoch counts from the end)."""
         if not -self.num_epochs <= epoch < self.num_epochs:
             raise IndexError(f"The record has {self.num_epochs} epochs (0..{self.num_epochs - 1}); got {epoch}.")
-        return [int(i) for i in self.plans[epoch % self.num_epochs]["rows"]]
+        return self._checked_plan(epoch % self.num_epochs).tolist()
+
+    def _checked_plan(self, epoch: int) -> np.ndarray:
+        """Epoch `epoch`'s rows; rows outside `0..N-1` or repeated (a record built from edited tables) raise
+        `RecordFormatError` rather than select other rows or fail in `dataset.select`."""
+        rows = np.asarray(self.plans.with_format("numpy")[epoch]["rows"], dtype=np.int64)
+        outside = (rows < 0) | (rows >= self.num_rows)
+        if outside.any() or np.unique(rows).size != rows.size:
+            problem = f"holds row {int(rows[outside][0])}" if outside.any() else "holds a row more than once"
+            raise RecordFormatError(
+                f"The plan of epoch {epoch} of this pruning record {problem} (rows are 0..{self.num_rows - 1}, once "
+                "each): its plans table was edited or damaged. Load the record again."
+            )
+        return rows
 
     def top_k(self, k: int, by: str | Sequence[str] = "score", largest: bool = True) -> list[int]:
         """The `k` row indices with the largest (or smallest) `by`, best first.
@@ -302,9 +319,8 @@ class PruningRecord:
     def kept_matrix(self) -> np.ndarray:
         """Boolean matrix `[epochs, N]`: whether row i was in the plan of epoch e."""
         kept = np.zeros((self.num_epochs, self.num_rows), dtype=bool)
-        plans = self.plans.with_format("numpy")
         for e in range(self.num_epochs):
-            kept[e, np.asarray(plans[e]["rows"], dtype=np.int64)] = True
+            kept[e, self._checked_plan(e)] = True
         return kept
 
     # ------------------------------------------------------------------ views
@@ -406,10 +422,6 @@ def _record_step(directory: str) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
-
-
-class RecordFormatError(ValueError):
-    """A record directory whose files are damaged, edited or of another format (a one-line message)."""
 
 
 #: The columns of `rows.parquet` and `plans.parquet`.

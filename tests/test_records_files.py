@@ -93,6 +93,7 @@ def test_a_record_exported_into_the_output_dir_does_not_hide_later_training(run,
     out = copy_run(run, tmp_path)
     checkpoints = run[2]
     later = [*checkpoints[2:], STATE_FILE, MANIFEST_FILE]  # what the last two epochs wrote
+    later = [name for name in later if os.path.exists(os.path.join(out, name))]  # a final state, if written
     for name in later:  # the run so far: two epochs
         os.rename(os.path.join(out, name), os.path.join(tmp_path, name))
     assert main(["export", out, "--checkpoint", checkpoints[1], "--to", out]) == 0
@@ -295,3 +296,32 @@ def test_a_full_disk_while_drawing_names_the_picture_and_leaves_no_temporary_fil
         save_pruning_plots(load_pruning_record(run[0]), tmp_path / "plots")
     assert raised.value.filename == str(tmp_path / "plots" / "frequency_histogram.png")
     assert leftovers(tmp_path) == [] and os.listdir(tmp_path / "plots") == []
+
+
+def test_a_record_built_from_edited_tables_refuses_its_bad_plan(run):
+    from emp_hf.record import PruningRecord
+
+    record = load_pruning_record(run[0])
+    plans = record.plans.map(lambda row: {"rows": [-1, *row["rows"][1:]]} if row["epoch"] == 1 else row)
+    edited = PruningRecord(rows=record.rows, plans=plans, metadata=record.metadata)  # e.g. from load_dataset
+    with pytest.raises(RecordFormatError, match="The plan of epoch 1 of this pruning record holds row -1"):
+        select_rows(run[1], edited, epoch=1)
+    with pytest.raises(RecordFormatError, match="holds row -1"):
+        edited.summary()  # never a wrapped index and a wrong summary
+    plans = record.plans.map(lambda row: {"rows": [row["rows"][0], *row["rows"][:-1]]})
+    with pytest.raises(RecordFormatError, match="holds a row more than once"):
+        select_rows(run[1], PruningRecord(rows=record.rows, plans=plans, metadata=record.metadata), epoch=0)
+
+
+def test_a_checkpoint_whose_trainer_state_is_a_json_list_is_skipped_as_unfinished(run, tmp_path):
+    out = copy_run(run, tmp_path)
+    newest = run[2][-1]
+    for name in (STATE_FILE, MANIFEST_FILE):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    with open(os.path.join(out, newest, "trainer_state.json"), "w") as f:
+        json.dump([{"global_step": 10}], f)
+    assert emp_hf.checkpoint._checkpoint_problem(os.path.join(out, newest)) == (
+        "its save did not finish (no valid trainer_state.json)"
+    )
+    assert load_pruning_record(out).metadata["source"]["checkpoint"] == run[2][-2]
