@@ -292,6 +292,6 @@ def test_pin_memory_defaults_to_whether_an_accelerator_is_there(tmp_path):
 @pytest.mark.skipif(_has_accelerator(), reason="pinning is used where an accelerator is present")
 @pytest.mark.parametrize("method", ["none", "emp"])
 def test_a_cpu_run_does_not_warn_about_pin_memory(tmp_path, text_dataset, recwarn, method):
-    args = make_args(tmp_path, pruning_method=method, prune_ratio=None, num_train_epochs=2)
+    args = make_args(tmp_path, pruning_method=method, prune_ratio=None, num_train_epochs=2, use_cpu=False)
     EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
     assert not [w for w in recwarn if "pin_memory" in str(w.message)]
