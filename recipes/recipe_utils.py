@@ -189,9 +189,9 @@ class TorchThreads(TrainerCallback):
             if others is None and hasattr(os, "getloadavg"):  # no /proc/stat: the 1-minute load average
                 others, self.meter = os.getloadavg()[0], None
             threads = self._fit(others) if others is not None else torch.get_num_threads()
-            shown = "unknown" if others is None else f"{others:.1f}"
+            shown = "an unknown number" if others is None else f"{others:.1f}"
             self.reason = (
-                f"{usable_cores()} cores, other jobs use {shown}"
+                f"{usable_cores()} cores, other jobs use {shown} of them"
                 + ("; re-checked while training" if self.meter is not None else "")
                 + "; --threads N or OMP_NUM_THREADS=N fixes it"
             )
