@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from transformers import TrainingArguments
+import torch
+from transformers import HfArgumentParser, TrainingArguments
 
 from .strategies import STRATEGIES, PruningOptions, StrategyOptions
 from .strategies.base import DEFAULT_PRUNE_RATIO, check_number, invalid_option, is_number
@@ -103,8 +108,17 @@ class PruningArguments(PruningOptions):
             "Built-in options are flags of their own."
         },
     )
+    dataloader_pin_memory: bool | None = field(  # TrainingArguments' field, with a default that fits the device
+        default=None,
+        metadata={
+            "help": "Whether to pin memory in data loaders. Default: True when an accelerator (GPU, XPU, MPS, ...) "
+            "is available, False on a CPU-only machine (where pinning does nothing but warn)."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = _accelerator_available()
         if self.pruning_method not in STRATEGIES:
             raise invalid_option(self, "pruning_method", f"choose one of {sorted(STRATEGIES)}.")
         if self.prune_ratio is None:
@@ -242,3 +256,52 @@ class EMPConfig(PruningArguments, TrainingArguments):
     statistics (loss, predictive entropy, visit frequency) collected during training. Every field is also a
     command-line flag through [`~transformers.HfArgumentParser`]. See `docs/methods.md` for the methods.
     """
+
+
+def _accelerator_available() -> bool:
+    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+
+
+@contextmanager
+def argument_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Turn a configuration mistake raised while `parser` parses (a `ValueError` from a config's `__post_init__`,
+    such as `--pruning_method emp_` or `--prune_ratio 1.5`) into what argparse does with a bad flag: one
+    `prog: error: ...` line on stderr and exit status 2, instead of a traceback.
+
+        parser = TrlParser((ScriptArguments, EMPSFTConfig))
+        with argument_errors(parser):
+            script_args, training_args = parser.parse_args_and_config()
+    """
+    try:
+        yield
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+class EMPArgumentParser(HfArgumentParser):
+    """[`~transformers.HfArgumentParser`] that reports a configuration mistake as argparse reports a bad flag.
+
+    A value that `EMPConfig` (or any dataclass) refuses in `__post_init__` ends the program with one
+    `prog: error: <message>` line and exit status 2, from the command line, a dict, a JSON or a YAML file;
+    the dataclasses are returned as `HfArgumentParser` returns them. For another parser class (TRL's `TrlParser`),
+    wrap the call in [`argument_errors`].
+
+        parser = EMPArgumentParser((ModelArguments, EMPConfig))
+        model_args, training_args = parser.parse_args_into_dataclasses()
+    """
+
+    def parse_args_into_dataclasses(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        with argument_errors(self):
+            return super().parse_args_into_dataclasses(*args, **kwargs)
+
+    def parse_dict(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        with argument_errors(self):
+            return super().parse_dict(*args, **kwargs)
+
+    def parse_json_file(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        with argument_errors(self):
+            return super().parse_json_file(*args, **kwargs)
+
+    def parse_yaml_file(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        with argument_errors(self):
+            return super().parse_yaml_file(*args, **kwargs)

@@ -3,14 +3,15 @@
     python recipes/demo.py                       # EMP at prune ratio 0.5, 3 epochs, 2,000 training sentences
     python recipes/demo.py --pruning_method random --prune_ratio 0.7 --max_train_samples 4000
 
-Every `EMPConfig` field is a flag. Prints the accuracy, the realised saving and the steps saved, and writes
-the per-example training-frequency histogram next to the model. Shows one progress bar (training), no
-per-step log dicts: the logs stay in `output_dir`'s trainer state. Uses only local files (`make setup`).
+Every `EMPConfig` field is a flag, and `--threads N` fixes torch's CPU threads (default: `OMP_NUM_THREADS`,
+else the cores other jobs leave free, re-checked while training; the choice is printed first). Prints the
+accuracy, the realised saving and the steps saved, and writes the per-example training-frequency histogram into
+`output_dir`. Shows one progress bar (training), no per-step log dicts: the logs stay in `output_dir`'s trainer
+state. Uses only local files (`make setup`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -18,11 +19,11 @@ import datasets
 import numpy as np
 import transformers
 from offline_data import load_sentiment_sentences, minilm_path
+from recipe_utils import follow_free_cores, parse_recipe_args
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
     PrinterCallback,
     ProgressCallback,
 )
@@ -49,14 +50,12 @@ class TrainingBarOnly(ProgressCallback):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    defaults = [
-        "--output_dir", "demo_output", "--pruning_method", "emp", "--prune_ratio", "0.5",
-        "--num_train_epochs", "3", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
-        "--learning_rate", "5e-5", "--logging_steps", "10", "--report_to", "none", "--save_strategy", "no",
-        "--seed", "42",
-    ]  # fmt: skip
-    parser = HfArgumentParser((DemoArguments, EMPConfig))
-    demo, args = parser.parse_args_into_dataclasses(defaults + list(sys.argv[1:] if argv is None else argv))
+    defaults = {
+        "output_dir": "demo_output", "pruning_method": "emp", "prune_ratio": 0.5, "num_train_epochs": 3,
+        "per_device_train_batch_size": 32, "per_device_eval_batch_size": 128, "learning_rate": 5e-5,
+        "logging_steps": 10, "report_to": "none", "save_strategy": "no", "seed": 42,
+    }  # fmt: skip
+    demo, args = parse_recipe_args((DemoArguments, EMPConfig), argv, defaults)  # also sets torch's threads
 
     datasets.disable_progress_bars()  # the tokenization bars
     transformers.logging.set_verbosity_error()  # "weights not initialized" for the new classification head
@@ -88,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer.remove_callback(ProgressCallback)
     if not args.disable_tqdm:
         trainer.add_callback(TrainingBarOnly)
+    follow_free_cores(trainer)
     start = time.perf_counter()
     output = trainer.train()
     minutes = (time.perf_counter() - start) / 60

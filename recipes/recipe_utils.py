@@ -1,5 +1,6 @@
-"""What the recipes (`glue.py`, `image_classification.py`, `contrastive.py`, `sft.py`) share: arguments, logging,
-Hub access that fails fast without network, image loading, training with resume, and the final report.
+"""What the recipes (`glue.py`, `image_classification.py`, `contrastive.py`, `sft.py`, `demo.py`) share: arguments,
+torch's thread count, logging, Hub access that fails fast without network, image loading, training with resume, and
+the final report.
 
 The recipes import it as a sibling module (`from recipe_utils import ...`): running a recipe as a script
 (`python recipes/glue.py`, `accelerate launch recipes/glue.py`) puts its directory on `sys.path`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -23,9 +25,10 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict, load_dataset
-from transformers import HfArgumentParser
+from transformers import TrainerCallback
 
 from emp_hf import EMPConfig, EMPTrainer
+from emp_hf.config import EMPArgumentParser
 from emp_hf.plots import save_pruning_plots
 from emp_hf.schedule import StepCounter
 
@@ -57,16 +60,180 @@ def parse_recipe_args(
 ) -> tuple[Any, ...]:
     """The dataclasses from the flags `argv` (default `sys.argv[1:]`), or from a single `.json` argument file.
 
-    `defaults` are the recipe's own defaults: every flag or key of the file overrides them.
+    `defaults` are the recipe's own defaults: every flag or key of the file overrides them. A value a config
+    refuses ends the program with one `error:` line and exit status 2, as argparse does with a bad flag. Every
+    recipe also takes `--threads` ([`ThreadArguments`]): torch's thread count is set here, before any work.
     """
-    parser = HfArgumentParser(dataclass_types)
+    parser = EMPArgumentParser((*dataclass_types, ThreadArguments))
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = defaults or {}
     if len(argv) == 1 and argv[0].endswith(".json"):
         config = json.loads(Path(os.path.abspath(argv[0])).read_text(encoding="utf-8"))
-        return parser.parse_dict({**defaults, **config})
-    flags = [item for key, value in defaults.items() for item in (f"--{key}", str(value))]
-    return parser.parse_args_into_dataclasses(args=flags + argv)  # later flags win
+        *parsed, threads = parser.parse_dict({**defaults, **config})
+    else:
+        flags = [item for key, value in defaults.items() for item in (f"--{key}", str(value))]
+        *parsed, threads = parser.parse_args_into_dataclasses(args=flags + argv)  # later flags win
+    set_torch_threads(threads.threads)
+    return tuple(parsed)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Threads: as many as the cores other jobs leave free
+# ----------------------------------------------------------------------------------------------------------
+
+#: Re-measure the free cores this often (seconds of training).
+THREAD_CHECK_INTERVAL = 10.0
+#: Other jobs may keep this much of a core busy before a torch thread gives that core up.
+THREAD_SLACK = 0.3
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice (OMP_NUM_THREADS, or the physical cores)
+
+
+@dataclass
+class ThreadArguments:
+    """How many CPU threads torch uses (`torch.set_num_threads`)."""
+
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch's CPU threads. Default: OMP_NUM_THREADS when it is set, else the cores that other jobs "
+            "leave free, measured at the start and again every 10 s of training (on a shared machine, threads "
+            "that compete with other jobs for a core make each step many times slower)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"--threads {self.threads} is invalid: it must be a whole number >= 1.")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+class CoreMeter:
+    """How many cores other processes keep busy: the busy time of this process's CPUs (`/proc/stat`) since the
+    last reading, less this process's own CPU time. `None` where `/proc/stat` cannot be read (not Linux)."""
+
+    def __init__(self) -> None:
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return None
+        wanted = None if self.cpus is None else {f"cpu{c}" for c in self.cpus}
+        busy = total = 0
+        for line in lines:
+            name, *ticks = line.split()
+            if not name.startswith("cpu") or name == "cpu" or (wanted is not None and name not in wanted):
+                continue
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(t) for t in ticks[:8])
+            busy += user + nice + system + irq + softirq + steal  # steal: the hypervisor gave the core away
+            total += user + nice + system + idle + iowait + irq + softirq + steal
+        return (busy, total, time.process_time()) if total else None
+
+    def others_busy(self) -> float | None:
+        """Cores kept busy by other processes since the last call (or since the meter was made)."""
+        last, now = self._last, self._sample()
+        self._last = now
+        if last is None or now is None or now[1] <= last[1]:
+            return None
+        ncpu = len(self.cpus) if self.cpus is not None else os.cpu_count() or 1
+        ticks = now[1] - last[1]
+        seconds = ticks / ncpu / os.sysconf("SC_CLK_TCK")
+        busy_cores = ncpu * (now[0] - last[0]) / ticks
+        own_cores = (now[2] - last[2]) / seconds if seconds > 0 else 0.0
+        return max(0.0, busy_cores - own_cores)
+
+
+def threads_for(free_cores: float, limit: int) -> int:
+    """One thread per core that other jobs leave (nearly: `THREAD_SLACK`) free, at least 1, at most `limit`."""
+    return max(1, min(limit, math.floor(free_cores + THREAD_SLACK)))
+
+
+class TorchThreads(TrainerCallback):
+    """torch's CPU thread count: fixed (`--threads`, `OMP_NUM_THREADS`, or an earlier `torch.set_num_threads` in
+    this process), or following the free cores.
+
+    Following, it sets one thread per core that other processes leave free (shared among this machine's training
+    processes), measured when it is made and again every `THREAD_CHECK_INTERVAL` seconds of training, so that a
+    shared machine is not slowed by threads waiting for each other on contended cores.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.meter: CoreMeter | None = None
+        if threads is not None:
+            self.reason = f"--threads {threads}"
+        elif os.environ.get("OMP_NUM_THREADS"):
+            threads = torch.get_num_threads()
+            self.reason = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+        elif torch.get_num_threads() != _TORCH_DEFAULT_THREADS:
+            threads = torch.get_num_threads()
+            self.reason = "set in this process by torch.set_num_threads"
+        else:
+            self.meter = CoreMeter()
+            self.local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            self.limit = max(1, min(usable_cores(), _TORCH_DEFAULT_THREADS) // self.local_processes)
+            time.sleep(0.5)
+            others = self.meter.others_busy()
+            if others is None and hasattr(os, "getloadavg"):  # no /proc/stat: the 1-minute load average
+                others, self.meter = os.getloadavg()[0], None
+            threads = self._fit(others) if others is not None else torch.get_num_threads()
+            shown = "an unknown number" if others is None else f"{others:.1f}"
+            self.reason = (
+                f"{usable_cores()} cores, other jobs use {shown} of them"
+                + ("; re-checked while training" if self.meter is not None else "")
+                + "; --threads N or OMP_NUM_THREADS=N fixes it"
+            )
+        self.threads = threads
+        torch.set_num_threads(threads)
+        self._next_check = time.monotonic() + THREAD_CHECK_INTERVAL
+
+    def _fit(self, others: float) -> int:
+        return threads_for((usable_cores() - others) / self.local_processes, self.limit)
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        if self.meter is None or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + THREAD_CHECK_INTERVAL
+        others = self.meter.others_busy()
+        if others is None:
+            return
+        threads = self._fit(others)
+        if threads != self.threads:
+            logger.info(f"torch threads: {self.threads} -> {threads} (other jobs now use {others:.1f} cores)")
+            self.threads = threads
+            torch.set_num_threads(threads)
+
+
+_torch_threads: TorchThreads | None = None
+
+
+def set_torch_threads(threads: int | None = None) -> TorchThreads:
+    """Set torch's thread count now (see [`TorchThreads`]) and say so on the main process; `train_and_save` and
+    `follow_free_cores` then keep it fitting the free cores during training."""
+    global _torch_threads
+    _torch_threads = TorchThreads(threads)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print(f"torch threads: {_torch_threads.threads} ({_torch_threads.reason})", flush=True)
+    return _torch_threads
+
+
+def follow_free_cores(trainer: EMPTrainer) -> None:
+    """Let the thread count of the last `set_torch_threads` follow the free cores while `trainer` trains."""
+    if _torch_threads is not None and _torch_threads.meter is not None:
+        trainer.remove_callback(TorchThreads)
+        trainer.add_callback(_torch_threads)
 
 
 def setup_logging(
@@ -233,6 +400,7 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def train_and_save(trainer: EMPTrainer) -> Any:
     """`trainer.train()` (resuming from `--resume_from_checkpoint`; `true` or `last`: the latest checkpoint in
     output_dir), then save the model and the trainer state; returns the `TrainOutput`."""
+    follow_free_cores(trainer)
     resume = trainer.args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True

@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
 from offline_data import load_sentiment_sentences
-from recipe_utils import full_data_steps, report, setup_logging
+from recipe_utils import ThreadArguments, follow_free_cores, full_data_steps, report, set_torch_threads, setup_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import TrlParser
 
+from emp_hf.config import argument_errors
 from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer  # emp_hf: the SFTConfig/SFTTrainer pair that prunes
 
 OFFLINE_DATASET = "sentiment_offline"
@@ -164,9 +166,19 @@ def label_accuracy(model, tokenizer, test: Dataset, label_names: list[str], batc
     return correct / len(test)
 
 
+def parse_args(argv: list[str] | None) -> tuple[ScriptArguments, EMPSFTConfig, ThreadArguments]:
+    """The arguments, as TRL's scripts read them (`--config recipe.yaml` too); a value a config refuses is one
+    `error:` line (exit status 2). TRL turns `bf16` on by default; here it is on only where the hardware has it
+    (a GPU with bf16, or a TPU): on a CPU it would stop the run ("Your setup doesn't support bf16/gpu")."""
+    parser = TrlParser((ScriptArguments, EMPSFTConfig, ThreadArguments))
+    parser.set_defaults(bf16=is_torch_bf16_gpu_available() or is_torch_xla_available())
+    with argument_errors(parser):
+        return parser.parse_args_and_config(args=argv)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = TrlParser((ScriptArguments, EMPSFTConfig))
-    script_args, training_args = parser.parse_args_and_config(args=argv)
+    script_args, training_args, thread_args = parse_args(argv)
+    set_torch_threads(thread_args.threads)
     setup_logging(training_args, logger)
     start = time.perf_counter()
     data, label_names = load_data(script_args)
@@ -182,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=data["test"],
         processing_class=tokenizer,
     )
+    follow_free_cores(trainer)
     train_result = trainer.train()
     trainer.save_model()
     eval_metrics = trainer.evaluate()

@@ -21,6 +21,7 @@ def test_demo_prints_a_bar_and_a_summary_not_log_dicts(tmp_path, capfd, one_thre
         [*argv, "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--logging_steps", "1"]
     )
     out, err = capfd.readouterr()
+    assert out.startswith("torch threads: 1 (")  # the choice, said first (the fixture's one thread is kept)
     assert "{'loss'" not in out + err and "'pruning/" not in out + err  # no per-step or per-epoch dicts
     assert "it/s" in err or "s/it" in err  # the training bar
     assert "realised saving   25.0% of the example visits" in out

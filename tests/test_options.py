@@ -216,3 +216,82 @@ def test_an_option_that_shadows_a_config_field_with_another_default_is_refused(t
             EMPConfig(output_dir=str(tmp_path), pruning_method=Greedy.name)
     finally:
         del STRATEGIES[Greedy.name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# EMPArgumentParser: a config mistake is one argparse-style error line
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("how", "values"),
+    [
+        ("flags", ["--pruning_method", "emp_"]),
+        ("dict", {"pruning_method": "emp_"}),
+        ("json", {"pruning_method": "emp_"}),
+        ("yaml", {"pruning_method": "emp_"}),
+    ],
+)
+def test_the_argument_parser_reports_a_config_mistake_in_one_line(tmp_path, capsys, how, values):
+    from emp_hf.config import EMPArgumentParser
+
+    parser = EMPArgumentParser(EMPConfig, prog="train.py")
+    with pytest.raises(SystemExit) as exit_info:
+        if how == "flags":
+            parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), *values])
+        elif how == "dict":
+            parser.parse_dict({"output_dir": str(tmp_path), **values})
+        else:
+            path = tmp_path / f"args.{how}"
+            path.write_text(json.dumps({"output_dir": str(tmp_path), **values}))  # JSON is YAML too
+            getattr(parser, f"parse_{how}_file")(str(path))
+    assert exit_info.value.code == 2  # as argparse exits on a bad flag
+    assert capsys.readouterr().err == (
+        f"train.py: error: EMPConfig.pruning_method='emp_' is invalid: choose one of {sorted(STRATEGIES)}.\n"
+    )
+    (config,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--prune_ratio", "0.3"])
+    assert isinstance(config, EMPConfig) and config.prune_ratio == 0.3  # what HfArgumentParser returns
+
+
+def test_argument_errors_wraps_any_parser(tmp_path, capsys):
+    from emp_hf.config import argument_errors
+
+    parser = HfArgumentParser(EMPConfig, prog="train.py")
+    with pytest.raises(SystemExit), argument_errors(parser):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--prune_ratio", "1.5"])
+    assert (
+        capsys.readouterr().err
+        == "train.py: error: EMPConfig.prune_ratio=1.5 is invalid: it must be a number in [0, 1).\n"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dataloader_pin_memory: pinned where an accelerator can use it, so a CPU run does not warn
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _has_accelerator() -> bool:
+    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+
+
+def test_pin_memory_defaults_to_whether_an_accelerator_is_there(tmp_path):
+    from emp_hf.seq2seq import EMPSeq2SeqConfig
+
+    assert EMPConfig(output_dir=str(tmp_path)).dataloader_pin_memory is _has_accelerator()
+    assert EMPSeq2SeqConfig(output_dir=str(tmp_path)).dataloader_pin_memory is _has_accelerator()
+    assert EMPConfig(output_dir=str(tmp_path), dataloader_pin_memory=True).dataloader_pin_memory is True
+    assert EMPConfig(output_dir=str(tmp_path), dataloader_pin_memory=False).dataloader_pin_memory is False
+    (config,) = HfArgumentParser(EMPConfig).parse_args_into_dataclasses(["--output_dir", str(tmp_path)])
+    assert config.dataloader_pin_memory is _has_accelerator()
+    (config,) = HfArgumentParser(EMPConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--dataloader_pin_memory", "true"]
+    )
+    assert config.dataloader_pin_memory is True
+
+
+@pytest.mark.skipif(_has_accelerator(), reason="pinning is used where an accelerator is present")
+@pytest.mark.parametrize("method", ["none", "emp"])
+def test_a_cpu_run_does_not_warn_about_pin_memory(tmp_path, text_dataset, recwarn, method):
+    args = make_args(tmp_path, pruning_method=method, prune_ratio=None, num_train_epochs=2, use_cpu=False)
+    EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()
+    assert not [w for w in recwarn if "pin_memory" in str(w.message)]

@@ -189,13 +189,184 @@ def test_hub_model_offline_names_the_offline_task(tmp_path, offline):
         )
 
 
-def test_bad_arguments_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="sentiment_offline"):
+def test_bad_arguments_fail_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # refused while parsing: one argparse-style line
         glue.main(["--task_name", "sst3", "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "error: Unknown task 'sst3'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="model_name_or_path is required"):
         glue.main(["--task_name", "sst2", "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(SystemExit):
         image_classification.main(["--dataset_name", "fashion_mnist_offline", "--output_dir", str(tmp_path)])
+    assert "exactly one" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A config mistake on the command line: one `error:` line, exit status 2, in every recipe
+# ----------------------------------------------------------------------------------------------------------
+
+CONFIG_MISTAKES = [
+    (["--pruning_method", "emp_"], "pruning_method='emp_' is invalid: choose one of"),
+    (["--prune_ratio", "1.5"], "prune_ratio=1.5 is invalid: it must be a number in [0, 1)"),
+    (["--threads", "0"], "--threads 0 is invalid"),
+]
+
+
+@pytest.mark.parametrize("recipe", ["glue", "image_classification", "contrastive", "sft", "demo"])
+@pytest.mark.parametrize(("flags", "message"), CONFIG_MISTAKES)
+def test_a_config_mistake_is_one_error_line(tmp_path, capsys, recipe, flags, message):
+    module = {"glue": glue, "image_classification": image_classification}.get(recipe) or _load(recipe)
+    data = {
+        "glue": ["--task_name", "sentiment_offline"],
+        "image_classification": ["--dataset_name", "cifar10", "--vit_from_scratch"],
+    }
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([*data.get(recipe, []), "--output_dir", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("  ", "/"))]
+    errors = [line for line in errors if "Warning" not in line]  # a deprecation warning of the libraries
+    assert len(errors) == 1 and errors[0].startswith(f"{Path(sys.argv[0]).name}: error: ")
+    assert message in errors[0] and "Traceback" not in errors[0]
+
+
+def test_a_config_mistake_from_the_shell_exits_2_with_one_line(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(RECIPES)]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(RECIPES / "demo.py"), "--output_dir", str(tmp_path), "--pruning_method", "emp_"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "demo.py: error: EMPConfig.pruning_method='emp_' is invalid: choose one of "
+        "['emp', 'epsilon_greedy', 'infobatch', 'none', 'random', 'seta', 'ucb']."
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The README's SFT command on a CPU: bf16 only where the hardware has it
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_the_sft_recipe_asks_for_bf16_only_where_the_hardware_has_it(tmp_path, capsys):
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    sft = _load("sft")
+    readme = ["--dataset_name", "sentiment_offline", "--pruning_method", "emp", "--prune_ratio", "0.5"]
+    _, training_args, _ = sft.parse_args([*readme, "--output_dir", str(tmp_path)])
+    assert training_args.bf16 == is_torch_bf16_gpu_available()
+    if not is_torch_bf16_gpu_available():  # asked for on a CPU: transformers' refusal, as one line
+        with pytest.raises(SystemExit):
+            sft.parse_args([*readme, "--output_dir", str(tmp_path), "--bf16", "true"])
+        assert "error: Your setup doesn't support bf16/gpu" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch's threads: the cores other jobs leave free
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_one_thread_per_core_that_other_jobs_leave_free():
+    threads_for = recipe_utils.threads_for
+    assert [threads_for(free, 2) for free in (2.0, 1.8, 1.6, 1.0, 0.3, -6.0)] == [2, 2, 1, 1, 1, 1]
+    assert threads_for(15.9, 8) == 8  # never more than torch's own default
+
+
+class FakeStat:
+    """`/proc/stat` and this process's CPU time, as the test says: (busy ticks, all ticks, own CPU seconds)."""
+
+    def __init__(self, samples):
+        self.samples = iter(samples)
+
+    def __call__(self):
+        return next(self.samples)
+
+
+def test_the_core_meter_takes_this_process_own_cpu_time_off(monkeypatch):
+    tick = __import__("os").sysconf("SC_CLK_TCK")
+    meter = recipe_utils.CoreMeter.__new__(recipe_utils.CoreMeter)
+    meter.cpus = [0, 1]
+    # 1 s on 2 cores: 2 * tick ticks in all. Busy 1.5 cores, of which this process's threads 1.0 core.
+    meter._sample = FakeStat([(0, 0, 0.0), (1.5 * tick, 2 * tick, 1.0), (3.5 * tick, 4 * tick, 1.0)])
+    meter._last = meter._sample()
+    assert meter.others_busy() == pytest.approx(0.5)
+    assert meter.others_busy() == pytest.approx(2.0)  # the next second: others on both cores, this one idle
+
+
+def _busy_loops(n: int, seconds: float):
+    import subprocess
+
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat (Linux)")
+def test_busy_processes_on_every_core_leave_torch_one_thread(capsys):
+    cores = recipe_utils.usable_cores()
+    if cores > 4:
+        pytest.skip("the test keeps every core busy; too many here")
+    threads = torch.get_num_threads()
+    loops = _busy_loops(cores, 3.0)
+    try:
+        time.sleep(1.0)  # the loops started
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("OMP_NUM_THREADS", raising=False)
+            patch.setattr(recipe_utils, "_TORCH_DEFAULT_THREADS", torch.get_num_threads())
+            chosen = recipe_utils.set_torch_threads()
+        assert chosen.meter is not None and chosen.threads == 1 == torch.get_num_threads()
+        line = capsys.readouterr().out.strip()
+        assert line.startswith(f"torch threads: 1 ({cores} cores, other jobs use ") and "OMP_NUM_THREADS" in line
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+        torch.set_num_threads(threads)
+
+
+def test_the_thread_count_follows_the_free_cores_while_training(monkeypatch):
+    monkeypatch.setattr(recipe_utils, "THREAD_CHECK_INTERVAL", 0.0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(recipe_utils, "usable_cores", lambda: 2)
+    monkeypatch.setattr(recipe_utils, "_TORCH_DEFAULT_THREADS", torch.get_num_threads())
+    busy = iter([0.0, 1.2, 0.1, None])
+    monkeypatch.setattr(recipe_utils.CoreMeter, "others_busy", lambda self: next(busy))
+    monkeypatch.setattr(recipe_utils.time, "sleep", lambda seconds: None)
+    threads = torch.get_num_threads()
+    try:
+        follower = recipe_utils.TorchThreads()
+        limit = min(2, threads)
+        seen = [follower.threads]
+        for _ in range(3):
+            follower.on_step_begin(None, None, None)
+            seen.append(torch.get_num_threads())
+        assert seen == [limit, 1, limit, limit]  # another job took a core, gave it back; no reading: unchanged
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("how", ["flag", "environment", "torch.set_num_threads"])
+def test_a_thread_count_the_user_chose_is_kept_and_said(tmp_path, monkeypatch, capsys, how):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(recipe_utils, "_TORCH_DEFAULT_THREADS", threads + 1)  # as if torch's default were another
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    argv = ["--task_name", "sentiment_offline", "--output_dir", str(tmp_path)]
+    try:
+        if how == "flag":
+            glue.parse_args([*argv, "--threads", "1"])
+            expected = "torch threads: 1 (--threads 1)"
+        elif how == "environment":
+            monkeypatch.setenv("OMP_NUM_THREADS", "1")
+            torch.set_num_threads(1)
+            glue.parse_args(argv)
+            expected = "torch threads: 1 (OMP_NUM_THREADS=1)"
+        else:
+            torch.set_num_threads(1)
+            glue.parse_args(argv)
+            expected = "torch threads: 1 (set in this process by torch.set_num_threads)"
+        assert torch.get_num_threads() == 1
+        assert capsys.readouterr().out.strip() == expected
+        assert recipe_utils._torch_threads.meter is None  # fixed: nothing follows the load
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------------------
