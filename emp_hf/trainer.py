@@ -6,10 +6,8 @@ Each epoch trains on a subset chosen by a pruning strategy. Pairs for other trai
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
@@ -19,12 +17,12 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.modeling_utils import unwrap_model
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
-from transformers.utils import find_labels, logging
+from transformers.utils import logging
 
 from .budget import StepBudget
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
-from .config import INDEX_COLUMN, EMPConfig, PruningArguments
+from .config import EMPConfig, PruningArguments
 from .data import PlanOrderSampler, RowIndexCollator, add_row_index, is_iterable, row_lengths
 from .distributed import attach_process_group
 from .losses import (
@@ -36,8 +34,15 @@ from .losses import (
     per_example_stats,
     unwrap_peft,
 )
+from .preflight import (
+    check_accelerator,
+    check_drop_last,
+    check_index_column,
+    check_output_dir_writable,
+    check_sampling_strategy,
+)
 from .sampler import EpochPlanner, PruningSampler
-from .schedule import EpochSchedule, StepCounter
+from .schedule import StepCounter
 from .strategies import build_strategy
 from .strategies.base import option_defaults
 from .tracker import PruningState
@@ -99,7 +104,7 @@ class PruningMixin(TrainerLoopHooks):
                 f"{config.__name__} takes every {base.__name__} field: replace {base.__name__}(...) with "
                 f"{config.__name__}(...)."
             )
-        self._check_index_column(model, args)
+        check_index_column(model, args)
         if train_dataset is not None and is_iterable(train_dataset) and args.pruning_method != "none":
             add_row_index(train_dataset, args.pruning_index_column)  # raises: pruning needs random access to rows
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
@@ -109,7 +114,7 @@ class PruningMixin(TrainerLoopHooks):
         self._source_rows: dict[str, Any] | None = None
         self._index_train_dataset()
         self.per_example_loss_func = per_example_loss_func
-        self._check_sampling_strategy()
+        check_sampling_strategy(self.args)
         self.strategy = build_strategy(args.pruning_method, args.strategy_options)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
@@ -236,7 +241,8 @@ class PruningMixin(TrainerLoopHooks):
         ensure_trainer_internals(type(self))
         self._index_train_dataset()
         self._resolve_head()
-        self._check_output_dir_writable()
+        if self.args.should_save or self.is_world_process_zero():
+            check_output_dir_writable(self.args.output_dir)
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
             resume_from_checkpoint = self._last_checkpoint()
         self._resume_from = resume_from_checkpoint or None
@@ -319,15 +325,7 @@ class PruningMixin(TrainerLoopHooks):
     def _prepare_pruning(self) -> None:
         """Fix the step counter, the number of epochs and the planner before the dataloader is built."""
         args = self.args
-        if self.accelerator.split_batches:
-            raise ValueError("EMPTrainer does not support accelerator_config.split_batches=True.")
-        if self.accelerator.num_processes > 1 and not self.accelerator.even_batches:
-            raise ValueError(
-                "EMPTrainer needs accelerator_config.even_batches=True (the default) with several processes: "
-                "with even_batches=False a plan whose batch count is not a multiple of the number of processes "
-                "gives the processes different numbers of batches, and training stops mid-run. The loop-back "
-                "duplicates that even_batches adds are not double-counted by the pruning state."
-            )
+        check_accelerator(self.accelerator)
         self._step_counter = StepCounter(
             batch_size=self._train_batch_size,
             num_processes=self.accelerator.num_processes,
@@ -350,7 +348,7 @@ class PruningMixin(TrainerLoopHooks):
                 num_epochs = self.pruning_state.metadata.get("planned_epochs", num_epochs)
         else:
             num_epochs = math.ceil(args.num_train_epochs)  # fractional epochs only reach here for `none`
-        self._check_drop_last(self._budget.schedule(num_epochs))
+        check_drop_last(self._step_counter, self._budget.schedule(num_epochs), args)
         self.pruning_state.metadata["planned_epochs"] = num_epochs
         self._planner = EpochPlanner(self.pruning_state, self.strategy, self._budget.schedule(num_epochs), self._seed)
 
@@ -685,22 +683,6 @@ class PruningMixin(TrainerLoopHooks):
         }
 
     # ------------------------------------------------------------------ input checks (before training)
-    @staticmethod
-    def _check_index_column(model: Any, args: EMPConfig) -> None:
-        """Refuse a `pruning_index_column` that names a model input: it is popped before the forward pass."""
-        column = args.pruning_index_column
-        forward = getattr(unwrap_peft(model), "forward", None) if model is not None else None
-        inputs = set(inspect.signature(forward).parameters) if forward is not None else set()
-        labels = args.label_names
-        if labels is None:
-            labels = find_labels(type(unwrap_peft(model))) if forward is not None else []
-        inputs |= {"label", "label_ids", "labels", *labels}
-        if column in inputs:
-            raise ValueError(
-                f"EMPConfig.pruning_index_column={column!r} names a model input; the row index is removed from "
-                f"each batch before the forward pass. Choose a free column name (default {INDEX_COLUMN!r})."
-            )
-
     def _weighted_loss(
         self, weight: torch.Tensor, loss: torch.Tensor, labels: Any, trainer_loss: torch.Tensor
     ) -> torch.Tensor:
@@ -727,32 +709,6 @@ class PruningMixin(TrainerLoopHooks):
         """Each row's number of labelled targets (`[batch]`): 1 or 0 for a sequence head, tokens for a token head."""
         return label_counts(labels, self._task)
 
-    def _check_sampling_strategy(self) -> None:
-        """Pruning methods order each plan as 'random', 'group_by_length' or 'sequential'; refuse the others."""
-        strategy = str(getattr(self.args, "train_sampling_strategy", "random"))
-        if self.args.pruning_method != "none" and strategy not in ("random", "group_by_length", "sequential"):
-            raise ValueError(
-                f"train_sampling_strategy={strategy!r} is not supported with pruning_method="
-                f"{self.args.pruning_method!r}: it rebalances Trainer's own batches, while each epoch trains on the "
-                "pruning plan's rows. Use 'random' (the default), 'group_by_length' or 'sequential', or "
-                "pruning_method='none' to train exactly as Trainer does with this sampling strategy."
-            )
-
-    def _check_drop_last(self, schedule: EpochSchedule) -> None:
-        """With `dataloader_drop_last`, refuse a plan smaller than one global batch (its epoch has no batch)."""
-        counter = self._step_counter
-        if not counter.drop_last or self.args.pruning_method == "none":
-            return
-        global_batch = counter.batch_size * counter.num_processes
-        for size, what in ((schedule.num_rows, "the training set"), (schedule.num_keep, "a pruned epoch's plan")):
-            if counter.micro_batches(size) == 0:
-                raise ValueError(
-                    f"dataloader_drop_last=True drops every batch of an epoch: {what} has {size} rows, fewer than "
-                    f"one global batch of {global_batch} ({counter.batch_size} per device x {counter.num_processes} "
-                    f"processes). Lower prune_ratio (now {schedule.prune_ratio}) or the batch size, or set "
-                    "dataloader_drop_last=False."
-                )
-
     def _refit_epochs_to_max_steps(self, epoch: int) -> None:
         """An open budget with `max_steps`: before planning `epoch`, fit the number of epochs to the plan sizes seen
         so far, so the anneal epochs end the run. A function of the recorded plans only (resumes equal the
@@ -761,21 +717,6 @@ class PruningMixin(TrainerLoopHooks):
         num_epochs = min(self._budget.epochs_for_max_steps(self.args.max_steps, known), self._max_epochs)
         self.pruning_state.metadata["planned_epochs"] = num_epochs
         self._planner.reschedule(self._budget.schedule(num_epochs))
-
-    def _check_output_dir_writable(self) -> None:
-        """Fail before training, not after it, when the pruning state could not be saved into `output_dir`."""
-        if not (self.args.should_save or self.is_world_process_zero()):
-            return
-        output_dir = self.args.output_dir
-        try:
-            os.makedirs(output_dir, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".emp_hf-write-test-"):
-                pass
-        except OSError as error:
-            raise PermissionError(
-                f"output_dir={output_dir!r} is not writable ({error.strerror or error}): EMPTrainer saves the pruning "
-                "state there at each checkpoint and at the end of training. Choose a writable output_dir."
-            ) from None
 
     def _row_lengths(self) -> torch.Tensor:
         """Row lengths for `group_by_length`, found as Trainer finds them (computed once per trainer)."""
