@@ -1,10 +1,10 @@
 """emp_hf: dynamic data pruning (EMP, InfoBatch, UCB, epsilon-greedy, random) for the Hugging Face Trainer."""
 
-from .config import EMPConfig, PruningArguments
+from .config import EMPArgumentParser, EMPConfig, PruningArguments, argument_errors
 from .data import RowIndexCollator, RowIndexedDataset, add_row_index
 from .export import export_pruning_record, save_pruning_record
 from .load import load_pruning_record, select_rows
-from .record import PruningRecord
+from .record import DatasetMismatchError, PruningRecord, RecordFormatError
 from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
 from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, StrategyOptions, register_strategy
 from .tracker import PruningState
@@ -24,6 +24,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "STRATEGIES",
+    "DatasetMismatchError",
+    "EMPArgumentParser",
     "EMPConfig",
     "EMPSFTConfig",
     "EMPSFTTrainer",
@@ -36,11 +38,13 @@ __all__ = [
     "PruningRecord",
     "PruningState",
     "PruningStrategy",
+    "RecordFormatError",
     "RowIndexCollator",
     "RowIndexedDataset",
     "Selection",
     "StrategyOptions",
     "add_row_index",
+    "argument_errors",
     "export_pruning_record",
     "load_pruning_record",
     "register_strategy",
