@@ -9,6 +9,7 @@ epochs are planned to reach it).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,23 +21,16 @@ class StepBudget:
     """Plan sizes to optimizer steps for one run's schedule options and batch geometry."""
 
     counter: StepCounter
-    num_rows: int
-    prune_ratio: float
-    warmup_epochs: int = 1
-    anneal_fraction: float = 0.0
+    #: The run's schedule options (rows, ratio, warm-up, anneal); its `num_epochs` is each question's own.
+    options: EpochSchedule
     #: Whether every pruned epoch visits exactly `num_keep` rows (see `PruningStrategy.fixed_budget`).
     fixed_budget: bool = True
     #: For an open budget: whether a pruned epoch visits at most `num_keep` rows.
     at_most_num_keep: bool = False
 
     def schedule(self, num_epochs: int) -> EpochSchedule:
-        return EpochSchedule(
-            num_rows=self.num_rows,
-            num_epochs=num_epochs,
-            prune_ratio=self.prune_ratio,
-            warmup_epochs=self.warmup_epochs,
-            anneal_fraction=self.anneal_fraction,
-        )
+        """The run's schedule over `num_epochs` epochs."""
+        return dataclasses.replace(self.options, num_epochs=num_epochs)
 
     def estimate(self, schedule: EpochSchedule, known: Sequence[int], *, upper: bool = True) -> int:
         """The rows of an undecided pruned epoch of an open budget.

@@ -42,7 +42,7 @@ from .preflight import (
     check_sampling_strategy,
 )
 from .sampler import EpochPlanner, PruningSampler
-from .schedule import StepCounter
+from .schedule import EpochSchedule, StepCounter
 from .strategies import build_strategy
 from .strategies.base import option_defaults
 from .tracker import PruningState
@@ -334,10 +334,13 @@ class PruningMixin(TrainerLoopHooks):
         )
         self._budget = StepBudget(
             counter=self._step_counter,
-            num_rows=self.pruning_state.num_rows,
-            prune_ratio=args.prune_ratio,
-            warmup_epochs=args.pruning_warmup_epochs,
-            anneal_fraction=args.pruning_anneal_fraction,
+            options=EpochSchedule(
+                num_rows=self.pruning_state.num_rows,
+                num_epochs=1,
+                prune_ratio=args.prune_ratio,
+                warmup_epochs=args.pruning_warmup_epochs,
+                anneal_fraction=args.pruning_anneal_fraction,
+            ),
             fixed_budget=self.strategy.fixed_budget,
             at_most_num_keep=self.strategy.budget_at_most_num_keep,
         )

@@ -5,7 +5,13 @@ Import them with `from helpers import ...` (pytest puts `tests/` on the path); `
 
 import datasets
 import torch
-from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    TrainerCallback,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 from emp_hf import EMPConfig
 from emp_hf.strategies.emp import EMP_SELECTIONS
@@ -92,6 +98,19 @@ TRAINING_DEFAULTS = dict(
     use_cpu=True,
     seed=0,
 )
+
+
+class StopAt(TrainerCallback):
+    """Stops training after optimizer step `step` (saving a checkpoint there with `save=True`)."""
+
+    def __init__(self, step: int, save: bool = False) -> None:
+        self.step = step
+        self.save = save
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_save = control.should_save or self.save
+            control.should_training_stop = True
 
 
 def make_args(tmp_path, **kwargs) -> EMPConfig:

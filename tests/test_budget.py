@@ -3,12 +3,12 @@
 import pytest
 
 from emp_hf.budget import StepBudget
-from emp_hf.schedule import StepCounter
+from emp_hf.schedule import EpochSchedule, StepCounter
 
 
-def budget(**kwargs) -> StepBudget:
-    defaults = dict(counter=StepCounter(batch_size=8), num_rows=100, prune_ratio=0.5, warmup_epochs=1)
-    return StepBudget(**{**defaults, **kwargs})
+def budget(counter=None, anneal_fraction=0.0, **kwargs) -> StepBudget:
+    options = EpochSchedule(num_rows=100, num_epochs=1, prune_ratio=0.5, anneal_fraction=anneal_fraction)
+    return StepBudget(counter=counter or StepCounter(batch_size=8), options=options, **kwargs)
 
 
 def test_a_fixed_budget_counts_num_keep_rows_per_pruned_epoch():

@@ -3,20 +3,10 @@ item 7)."""
 
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
-from transformers import TrainerCallback
+from helpers import StopAt, make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.export import export_pruning_record
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 class RowRecorder(EMPTrainer):
@@ -51,7 +41,7 @@ def _recorded_rows(trainer, epoch):
 @pytest.mark.parametrize("method", ["emp", "none"])
 def test_an_early_stop_records_only_the_rows_that_ran(tmp_path, method):
     ratio = {"prune_ratio": None} if method == "none" else {}
-    trainer = _run(tmp_path, pruning_method=method, callbacks=[StopAfter(16)], **ratio)  # 13 steps, then 3 of 7
+    trainer = _run(tmp_path, pruning_method=method, callbacks=[StopAt(16)], **ratio)  # 13 steps, then 3 of 7
     assert trainer.state.global_step == 16
     last = max(trainer.trained)
     assert len(trainer.pruning_state.plans) == last + 1
