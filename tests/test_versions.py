@@ -1,6 +1,7 @@
 """The version ranges in pyproject.toml say what is tested: the pins (constraints.txt) and the newest releases
 (constraints-latest.txt), both run by CI (.ci/run)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ def test_ci_runs_both_lanes():
     assert "make test-all" in ci and "make test-latest" in ci
     makefile = (ROOT / "Makefile").read_text()
     assert "EMP_HF_CONSTRAINTS=constraints-latest.txt" in makefile
+
+
+def test_the_faq_table_says_what_the_files_say():
+    """docs/faq.md's table of ranges and tested versions is read from pyproject.toml and both constraint files."""
+    faq = (ROOT / "docs" / "faq.md").read_text()
+    rows = re.findall(r"^\| ([\w_]+)[^|]* \| `([^`]+)` \| ([\w.]+) \| ([\w.]+) \|$", faq, re.M)
+    assert {canonicalize_name(name) for name, *_ in rows} == set(CAPPED)
+    requirements, pinned, latest = _requirements(), _pins(LANES[0]), _pins(LANES[1])
+    for name, spec, pin, newest in rows:
+        name = canonicalize_name(name)
+        assert (SpecifierSet(spec), pin, newest) == (requirements[name].specifier, pinned[name], latest[name]), name
