@@ -76,6 +76,22 @@ EXPECTED_SIGNATURES: dict[str, tuple[str, ...]] = {
     "compute_loss": ("model", "inputs", "return_outputs", "num_items_in_batch"),
 }
 
+#: Methods of `transformers.Trainer` itself that `PruningMixin` overrides or calls (a subclass such as TRL's may
+#: wrap them as `(*args, **kwargs)`; what the mixin relies on is the Trainer's own signature).
+TRAINER_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "training_step": ("model", "inputs", "num_items_in_batch"),
+    "log": ("logs", "start_time"),
+    "save_model": ("output_dir", "_internal_call"),
+    "_get_output_dir": ("trial",),
+}
+
+#: Private attributes of `transformers.Trainer` that `PruningMixin` reads, and the method whose source sets each.
+EXPECTED_ATTRIBUTES: dict[str, str] = {
+    "_train_batch_size": "__init__",
+    "_signature_columns": "_set_signature_columns_if_needed",
+    "is_in_train": "train",
+}
+
 #: LR schedule types whose lambdas depend on the total number of steps.
 RETARGETED_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial")
 
@@ -104,6 +120,16 @@ def check_trainer_internals(trainer_class: type = Trainer) -> list[str]:
             problems.append(f"Trainer.{name} does not exist")
         elif _parameters(method) != expected:
             problems.append(f"Trainer.{name}{_parameters(method)} is not {name}{expected}")
+    for name, expected in TRAINER_SIGNATURES.items():
+        method = getattr(Trainer, name, None)
+        if method is None:
+            problems.append(f"Trainer.{name} does not exist")
+        elif _parameters(method) != expected:
+            problems.append(f"Trainer.{name}{_parameters(method)} is not {name}{expected}")
+    for attribute, method in EXPECTED_ATTRIBUTES.items():
+        source = _source(getattr(Trainer, method, None))
+        if source is not None and f"self.{attribute} =" not in source:
+            problems.append(f"Trainer.{method} no longer sets self.{attribute}")
     loop = _source(getattr(trainer_class, "_inner_training_loop", None))
     if loop is not None:
         unpacked = re.search(r"\(([\w\s,]+)\)\s*=\s*self\.set_initial_training_values\(", loop)

@@ -91,3 +91,25 @@ def test_training_values_name_the_tuple():
     values = TrainingValues(3, 10, 96, 288, 8, 12, 30)
     assert values._replace(max_steps=20) == (3, 10, 96, 288, 8, 12, 20)
     assert TrainingValues._fields[5] == "steps_in_epoch"
+
+
+@pytest.mark.parametrize("attribute", ["_train_batch_size", "_signature_columns", "is_in_train"])
+def test_canary_checks_the_private_attributes_the_mixin_reads(monkeypatch, attribute):
+    import emp_hf.compat as compat
+
+    method = compat.EXPECTED_ATTRIBUTES[attribute]
+    original = compat._source
+    target = getattr(Trainer, method)
+
+    def without(function):
+        source = original(function)
+        return source.replace(f"self.{attribute} =", "self.renamed =") if function is target else source
+
+    monkeypatch.setattr(compat, "_source", without)
+    assert check_trainer_internals() == [f"Trainer.{method} no longer sets self.{attribute}"]
+
+
+@pytest.mark.parametrize("name", ["training_step", "log", "save_model", "_get_output_dir"])
+def test_canary_checks_the_methods_the_mixin_overrides_or_calls(monkeypatch, name):
+    monkeypatch.setattr(Trainer, name, lambda self, changed: None)
+    assert any(f"Trainer.{name}" in problem for problem in check_trainer_internals())
