@@ -5,7 +5,7 @@
 # Results are appended to benchmarks/results/regimes_<task>_<regime>.jsonl; a rerun skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD:$PWD/recipes${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's emp_hf
 task=${1:?fashion or sentiment}
 ALL=${ALL:-none,fewer_steps,random,rs2,emp_sample,small_loss,emp_window}
 CORE=${CORE:-fewer_steps,random,emp_sample,small_loss}
