@@ -8,15 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD:$PWD/recipes${PYTHONPATH:+:$PYTHONPATH}"  # this checkout
 task=${1:?fashion or sentiment}
+ALL=${ALL:-none,fewer_steps,random,emp_sample,small_loss}
 CORE=${CORE:-fewer_steps,random,emp_sample,small_loss}
 if [ "$task" = fashion ]; then
-  ALL=${ALL:-none,fewer_steps,random,rs2,emp_sample,small_loss,emp_window}
-  common=(--task fashion --arch resnet --max-train 500 --max-test 1000 --batch-size 64 --lr 2e-3)
-  epochs=15; short=8
+  common=(--task fashion --arch resnet --max-train 400 --max-test 1000 --batch-size 64 --lr 2e-3)
+  epochs=12; short=6
 else
-  ALL=${ALL:-none,fewer_steps,random,emp_sample,small_loss}
-  common=(--task sentiment --arch tiny-bert --max-train 1000 --max-test 600 --batch-size 32 --lr 1e-3 --seq-len 32)
-  epochs=8; short=4
+  common=(--task sentiment --arch tiny-bert --max-train 600 --max-test 400 --batch-size 32 --lr 1e-3 --seq-len 32)
+  epochs=6; short=3
 fi
 common+=(--threads 1 --ratios 0.5 0.7)
 regimes=("clean" "noise --noise-rate 0.2" "noise --noise-rate 0.4" "long_tail" "duplicates")
