@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from offline_data import fashion_mnist_available
 
@@ -79,3 +80,60 @@ def test_tiny_frontier_run_matches_steps_and_saving(tmp_path):
     assert seta["vs_fewer_steps_mean"] == pytest.approx(expected)
     assert (tmp_path / "img" / "frontier_fashion.png").exists()
     assert (tmp_path / "img" / "frontier_fashion_paired.png").exists()
+
+
+def load_regimes():
+    sys.path.insert(0, str(FRONTIER.parent))
+    import regimes
+
+    return regimes
+
+
+def test_long_tail_keeps_every_head_row_and_a_share_of_each_tail_class():
+    regimes = load_regimes()
+    labels = np.repeat(np.arange(4), 20)  # classes 2 and 3 are the tail
+    rows = regimes.long_tail_rows(labels, 4, 0.1)
+    kept = np.bincount(labels[rows], minlength=4)
+    assert kept.tolist() == [20, 20, 2, 2] and len(set(rows.tolist())) == len(rows)
+    assert regimes.tail_classes(2) == [1] and regimes.tail_classes(10) == [5, 6, 7, 8, 9]
+
+
+def test_noise_flips_the_share_to_another_class_uniformly():
+    regimes = load_regimes()
+    labels = np.repeat(np.arange(5), 200)
+    noisy = regimes.flip_labels(labels, 5, 0.4)
+    flipped = noisy != labels
+    assert flipped.sum() == 400 and (noisy >= 0).all() and (noisy < 5).all()
+    offsets = np.bincount(((noisy - labels) % 5)[flipped], minlength=5)
+    assert offsets[0] == 0 and np.abs(offsets[1:] / 400 - 0.25).max() < 0.06  # each other class equally likely
+    assert np.array_equal(regimes.flip_labels(labels, 5, 0.4), noisy)  # a fixed data seed: the same for every arm
+
+
+def test_duplicates_repeat_few_distinct_rows_and_the_test_set_is_balanced():
+    regimes = load_regimes()
+    rows = regimes.duplicate_rows(100, 4)
+    assert len(rows) == 100 and len(set(rows.tolist())) == 25
+    assert set(np.bincount(rows).tolist()) <= {0, 4}
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    assert regimes.balanced_rows(labels, 3).tolist() == [0, 1, 3, 4, 5, 6]
+    predictions = np.array([0, 1, 1, 1, 2, 2])
+    assert regimes.class_accuracy(predictions, labels[[0, 1, 3, 4, 5, 6]], 3) == [0.5, 1.0, 1.0]
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST is not installed (make setup)")
+def test_tiny_regime_run_reports_tail_and_worst_class_accuracy(tmp_path):
+    frontier = load_frontier()
+    out = tmp_path / "regime"
+    argv = ["--task", "fashion", "--arch", "resnet", "--max-train", "120", "--max-test", "100", "--epochs", "2"]
+    argv += ["--batch-size", "32", "--ratios", "0.5", "--seeds", "1", "--threads", "1", "--out", str(out)]
+    argv += ["--methods", "fewer_steps,rs2", "--regime", "long_tail"]
+    rows = frontier.main(argv)
+    runs = {r["method"]: r for r in map(json.loads, open(f"{out}.jsonl"))}
+    assert runs["rs2"]["setting"]["regime"] == "long_tail" and runs["rs2"]["setting"]["tail_share"] == 0.1
+    per_class = runs["rs2"]["class_accuracy"]
+    assert len(per_class) == 10 and runs["rs2"]["worst_accuracy"] == min(per_class)
+    assert runs["rs2"]["tail_accuracy"] == pytest.approx(np.mean(per_class[5:]))
+    rs2 = next(r for r in rows if r["method"] == "rs2")
+    expected = runs["rs2"]["worst_accuracy"] - runs["fewer_steps"]["worst_accuracy"]
+    assert rs2["worst_accuracy_vs_fewer_steps"][0] == pytest.approx(expected)
+    assert runs["rs2"]["realized_saving"] == pytest.approx(0.5, abs=0.01)
