@@ -112,8 +112,12 @@ class Task(quality.Task):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.num_classes = 10 if args.task == "fashion" else 2
+        self.flipped = None  # noise: which training labels are wrong
         if args.regime is not None:
+            clean = np.asarray(self.train["labels"])
             self.train, self.test = regimes.apply_regime(self.train, self.test, args, self.num_classes)
+            if args.regime == "noise":
+                self.flipped = np.asarray(self.train["labels"]) != clean
 
     def model(self, seed: int) -> torch.nn.Module:
         if self.args.arch == "tiny-bert":
@@ -187,6 +191,13 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             metrics["class_accuracy"] = per_class
             metrics["tail_accuracy"] = float(np.mean([per_class[c] for c in tail]))
             metrics["worst_accuracy"] = min(per_class)
+        if task.flipped is not None:  # how well the record's statistics find the wrong labels
+            tables = state.cpu_tables()
+            metrics["flag_precision"] = {
+                name: regimes.flag_precision(tables[name].numpy(), task.flipped)
+                for name in ("loss", "score")
+                if name in tables and bool(np.isfinite(tables[name].numpy()).any())
+            }
         record = {
             "method": spec,
             "ratio": ratio if (pruned or baseline) else 0.0,
@@ -204,7 +215,11 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             if curve
             else None,
             **quality.frequency_stats(state, trainer.args),
-            **{key: metrics[key] for key in ("class_accuracy", "tail_accuracy", "worst_accuracy") if key in metrics},
+            **{
+                key: metrics[key]
+                for key in ("class_accuracy", "tail_accuracy", "worst_accuracy", "flag_precision")
+                if key in metrics
+            },  # fmt: skip
         }
         del trainer
     gc.collect()

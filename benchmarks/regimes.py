@@ -82,3 +82,11 @@ def apply_regime(train: Any, test: Any, args: Any, num_classes: int) -> tuple[An
 def class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
     """Accuracy on the test rows of each class."""
     return [float((predictions[labels == c] == c).mean()) for c in range(num_classes)]
+
+
+def flag_precision(values: np.ndarray, flipped: np.ndarray) -> float:
+    """Share of wrong labels among the `flipped.sum()` rows of largest `values` (NaN last): how well a per-row
+    statistic of the record (`PruningRecord.top_k(by=...)`) finds the mislabelled rows. Chance: the noise rate."""
+    m = int(flipped.sum())
+    order = np.argsort(-np.nan_to_num(values.astype(np.float64), nan=-np.inf), kind="stable")
+    return float(flipped[order[:m]].mean()) if m else float("nan")

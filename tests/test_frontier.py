@@ -137,3 +137,11 @@ def test_tiny_regime_run_reports_tail_and_worst_class_accuracy(tmp_path):
     expected = runs["rs2"]["worst_accuracy"] - runs["fewer_steps"]["worst_accuracy"]
     assert rs2["worst_accuracy_vs_fewer_steps"][0] == pytest.approx(expected)
     assert runs["rs2"]["realized_saving"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_flag_precision_is_the_share_of_wrong_labels_among_the_largest_values():
+    regimes = load_regimes()
+    flipped = np.array([True, False, True, False, False])
+    values = np.array([3.0, 2.5, np.nan, 1.0, 0.5])  # top 2: rows 0 and 1 (NaN last)
+    assert regimes.flag_precision(values, flipped) == 0.5
+    assert regimes.flag_precision(np.array([3.0, 0.0, 2.0, 1.0, 0.5]), flipped) == 1.0
