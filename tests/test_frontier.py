@@ -145,3 +145,37 @@ def test_flag_precision_is_the_share_of_wrong_labels_among_the_largest_values():
     values = np.array([3.0, 2.5, np.nan, 1.0, 0.5])  # top 2: rows 0 and 1 (NaN last)
     assert regimes.flag_precision(values, flipped) == 0.5
     assert regimes.flag_precision(np.array([3.0, 0.0, 2.0, 1.0, 0.5]), flipped) == 1.0
+
+
+def load_report():
+    sys.path.insert(0, str(FRONTIER.parent))
+    import regimes_report
+
+    return regimes_report
+
+
+def test_the_report_judges_the_targets_from_paired_differences():
+    report = load_report()
+
+    def run(method, seed, acc, ratio=0.5):
+        return {"method": method, "ratio": ratio, "seed": seed, "accuracy": acc}
+
+    noise = [run("fewer_steps", s, 0.70) for s in range(3)] + [run("random", s, 0.70 + 0.001 * s) for s in range(3)]
+    noise += [run("small_loss", s, a) for s, a in enumerate([0.73, 0.74, 0.72])]  # +3, +4, +2 points
+    noise += [run("emp_sample", s, a) for s, a in enumerate([0.70, 0.69, 0.70])]  # mean -0.33
+    noise += [run("emp_sample", s, 0.69, 0.7) for s in range(3)] + [run("fewer_steps", s, 0.70, 0.7) for s in range(3)]
+    clean = [run(m, s, 0.80) for m in ("fewer_steps", "random", "emp_sample") for s in range(3)]
+    clean += [run("small_loss", s, a) for s, a in enumerate([0.79, 0.81, 0.80])]  # within noise: no win
+    tail = [run(m, s, 0.60) for m in ("fewer_steps", "random", "emp_sample") for s in range(3)]
+    tail += [run("small_loss", s, 0.62 + 0.005 * s) for s in range(3)]
+    summary = report.summarise({"toy": {"noise20": noise, "clean": clean, "long_tail": tail}})
+    entry = summary["toy"][("small_loss", 0.5)]["noise20"]
+    assert entry["fewer_steps"]["mean"] == pytest.approx(3.0) and entry["fewer_steps"]["std"] == pytest.approx(1.0)
+    assert entry["fewer_steps"]["wins"] == 3
+    lines = report.targets(summary)
+    assert "toy: safety of `emp_sample` (>= -0.5 vs fewer_steps everywhere): MISSED (noise20 at 0.7: -1.00)" in lines
+    assert (
+        "toy: `small_loss` at 0.5 above both baselines beyond the spread in: noise, long tail (2 of 3 uneven regimes)"
+        in lines
+    )
+    assert "toy: `emp_sample` at 0.5 above both baselines beyond the spread in: none (0 of 3 uneven regimes)" in lines
