@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD:$PWD/recipes${PYTHONPATH:+:$PYTHONPATH}"  # this checkout
 task=${1:?fashion or sentiment}
-CORE=${CORE:-fewer_steps,random,emp_sample,small_loss}
+CORE=${CORE:-fewer_steps,random,rs2,emp_sample,small_loss}
 ALL=${ALL:-none,$CORE}; LATER=$CORE  # seeds 0-2 / 3-4
 if [ "$task" = fashion ]; then
   # batches of 40: the full (400 rows) and the pruned epochs (200 and 120 rows) are whole batches, so fewer_steps
