@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The regime suite of docs/benchmarks.md#regimes: five regimes, paired by seed, at 50% and 70% saving.
 #   bash benchmarks/regimes.sh fashion      # or: sentiment (each on one core; both at once on two)
+#   SUMMARY=1 SEEDS=0 ALL=<every arm> ALL_SENTIMENT=<every arm> bash benchmarks/regimes.sh fashion   # plots only
 # Seeds 0-2 of every arm in $ALL, then seeds 3-4 of the arms the targets depend on ($CORE), seed by seed across the
 # regimes, so an interrupted suite has every regime on its first seeds. Results are appended to
 # benchmarks/results/regimes_<task>_<regime>.jsonl; a rerun skips what is there.
@@ -27,6 +28,8 @@ else
   ALL=${ALL_SENTIMENT:-none,$CORE}
 fi
 common+=(--threads 1 --ratios 0.5 0.7)
+# SUMMARY=1: tables and the per-regime plots from the results only (pass every arm in ALL / ALL_SENTIMENT, SEEDS=0)
+[ -n "${SUMMARY:-}" ] && common+=(--summary-only --plot)
 for seed in ${SEEDS:-0 1 2 3 4}; do
   methods=$ALL; [ "$seed" -ge 3 ] && methods=$LATER
   [ "$task" = sentiment ] && [ "$seed" -ge 1 ] && methods=$LATER
