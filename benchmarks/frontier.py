@@ -211,7 +211,7 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             "train_seconds": wall,
             "train_loss": output.training_loss,
             "plan_sizes": state.epoch_plan_sizes,
-            "curve": [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h][:-1]
+            "curve": [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h]
             if curve
             else None,
             **quality.frequency_stats(state, trainer.args),
