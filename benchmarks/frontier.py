@@ -40,7 +40,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 import quality  # noqa: E402  (the tasks, options and per-run statistics are shared)
+import regimes  # noqa: E402  (the data of the regime suite)
 import torch  # noqa: E402
 
 from emp_hf.schedule import EpochSchedule, StepCounter  # noqa: E402
@@ -52,6 +54,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "emp_window": {"pruning_method": "emp", "emp_selection": "window"},
     "ucb_visits": {"pruning_method": "ucb", "ucb_exploration": "visits"},
     "fewer_steps": {"pruning_method": "none"},
+    "rs2": {"pruning_method": "rs2"},
+    "small_loss": {"pruning_method": "small_loss"},
 }
 quality.METHODS.update(METHODS)  # `quality.parse_method` looks names up there
 DEFAULT_METHODS = ["none", "random", "fewer_steps", "seta", "emp_sample", "emp_window", "infobatch"]
@@ -70,6 +74,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     extra.add_argument(
         "--freeze-layers", type=int, default=0, help="sentiment: freeze the embeddings and this many lower layers"
     )
+    extra.add_argument(
+        "--regime",
+        choices=regimes.REGIMES,
+        help="the regime suite: change the training data (see benchmarks/regimes.py), balance the test set and "
+        "report per-class accuracy; results go to regimes_<task>_<regime>",
+    )
+    extra.add_argument("--noise-rate", type=float, default=0.2, help="noise: share of training labels flipped")
+    extra.add_argument("--tail-share", type=float, default=0.1, help="long_tail: share of a tail class's rows kept")
+    extra.add_argument("--copies", type=int, default=4, help="duplicates: copies of each distinct row")
     own, rest = extra.parse_known_args(argv)
     if "--pruning-warmup-epochs" not in rest:
         rest += ["--pruning-warmup-epochs", "0"]
@@ -77,11 +90,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         rest += ["--methods", ",".join(DEFAULT_METHODS)]
     args = quality.parse_args(rest)
     args.arch, args.plateau_share, args.freeze_layers = own.arch, own.plateau_share, own.freeze_layers
+    args.regime, args.noise_rate, args.tail_share, args.copies = own.regime, own.noise_rate, own.tail_share, own.copies
     if args.arch is None:
         args.arch = "vit" if args.task == "fashion" else "minilm"
     if args.arch not in (("vit", "resnet") if args.task == "fashion" else ("minilm", "tiny-bert")):
         raise SystemExit(f"--arch {args.arch} is not a model of the {args.task} task.")
     args.name = f"frontier_{args.task}" + ("_tiny_bert" if args.arch == "tiny-bert" else "")  # results and plots
+    if args.regime is not None:
+        regime = regimes.regime_name(args.regime, args.noise_rate)
+        args.name = args.name.replace("frontier_", "regimes_") + "_" + regime
     if "--out" not in rest:
         args.out = str(quality.REPO / "benchmarks" / "results" / args.name)
     return args
@@ -90,7 +107,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Task(quality.Task):
     """`quality.Task` plus a small from-scratch `ResNet` (transformers' `ResNetConfig`) for Fashion-MNIST, MiniLM
     with its lower layers frozen (`--freeze-layers`: a cheaper fine-tune of the top layers), and a tiny BERT from
-    scratch for the sentiment sentences (`--arch tiny-bert`)."""
+    scratch for the sentiment sentences (`--arch tiny-bert`); with `--regime`, the regime's data."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.num_classes = 10 if args.task == "fashion" else 2
+        self.flipped = None  # noise: which training labels are wrong
+        if args.regime is not None:
+            clean = np.asarray(self.train["labels"])
+            self.train, self.test = regimes.apply_regime(self.train, self.test, args, self.num_classes)
+            if args.regime == "noise":
+                self.flipped = np.asarray(self.train["labels"]) != clean
 
     def model(self, seed: int) -> torch.nn.Module:
         if self.args.arch == "tiny-bert":
@@ -153,8 +180,24 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
         start = time.perf_counter()
         output = trainer.train()
         wall = time.perf_counter() - start
-        metrics = trainer.evaluate(eval_dataset=task.test)
+        prediction = trainer.predict(task.test)
+        metrics = {"eval_accuracy": prediction.metrics["test_accuracy"]}
         state = trainer.pruning_state
+        if args.regime is not None:
+            logits = prediction.predictions
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            per_class = regimes.class_accuracy(np.argmax(logits, -1), prediction.label_ids, task.num_classes)
+            tail = regimes.tail_classes(task.num_classes)
+            metrics["class_accuracy"] = per_class
+            metrics["tail_accuracy"] = float(np.mean([per_class[c] for c in tail]))
+            metrics["worst_accuracy"] = min(per_class)
+        if task.flipped is not None:  # how well the record's statistics find the wrong labels
+            tables = state.cpu_tables()
+            metrics["flag_precision"] = {
+                name: regimes.flag_precision(tables[name].numpy(), task.flipped)
+                for name in ("loss", "score")
+                if name in tables and bool(np.isfinite(tables[name].numpy()).any())
+            }
         record = {
             "method": spec,
             "ratio": ratio if (pruned or baseline) else 0.0,
@@ -168,10 +211,15 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             "train_seconds": wall,
             "train_loss": output.training_loss,
             "plan_sizes": state.epoch_plan_sizes,
-            "curve": [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h][:-1]
+            "curve": [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h]
             if curve
             else None,
             **quality.frequency_stats(state, trainer.args),
+            **{
+                key: metrics[key]
+                for key in ("class_accuracy", "tail_accuracy", "worst_accuracy", "flag_precision")
+                if key in metrics
+            },  # fmt: skip
         }
         del trainer
     gc.collect()
@@ -186,9 +234,9 @@ def append_record(path: Path, record: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- summary
-def paired(records: list[dict], method: str, ratio: float, baseline: str) -> list[float]:
-    base = {r["seed"]: r["accuracy"] for r in records if r["method"] == baseline and r["ratio"] == ratio}
-    return [r["accuracy"] - base[r["seed"]] for r in records if r["method"] == method and r["ratio"] == ratio
+def paired(records: list[dict], method: str, ratio: float, baseline: str, key: str = "accuracy") -> list[float]:
+    base = {r["seed"]: r[key] for r in records if r["method"] == baseline and r["ratio"] == ratio}
+    return [r[key] - base[r["seed"]] for r in records if r["method"] == method and r["ratio"] == ratio
             and r["seed"] in base]  # fmt: skip
 
 
@@ -201,6 +249,11 @@ def summarise(records: list[dict]) -> list[dict]:
         row: dict[str, Any] = {"method": method, "ratio": ratio, "seeds": len(rs)}
         for key in ("accuracy", "realized_saving", "steps", "train_seconds", "starved"):
             row[f"{key}_mean"], row[f"{key}_std"] = quality.mean_std([float(x[key]) for x in rs])
+        for key in ("tail_accuracy", "worst_accuracy"):
+            if all(key in x for x in rs):
+                row[f"{key}_mean"], row[f"{key}_std"] = quality.mean_std([float(x[key]) for x in rs])
+                diffs = paired(records, method, ratio, "fewer_steps", key)
+                row[f"{key}_vs_fewer_steps"] = quality.mean_std(diffs) if diffs and method != "fewer_steps" else None
         for baseline in (*BASELINES, "none"):
             diffs = (
                 [r["accuracy"] - statistics.fmean(n["accuracy"] for n in records if n["method"] == "none")
@@ -241,14 +294,22 @@ def format_table(rows: list[dict]) -> str:
         "| method | prune ratio | seeds | test accuracy (%) | realised saving | steps | vs random (wins) | "
         "vs fewer_steps (wins) | vs full data |"
     )
+    per_class = [key for key in ("tail_accuracy", "worst_accuracy") if rows and all(f"{key}_mean" in r for r in rows)]
+    for key in per_class:
+        head += f" {key.replace('_', ' ')} (%) | vs fewer_steps |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         vs_none = "" if r["vs_none_mean"] is None else f"{100 * r['vs_none_mean']:+.2f}"
-        lines.append(
+        line = (
             f"| {r['method']} | {r['ratio']:g} | {r['seeds']} | {100 * r['accuracy_mean']:.2f} ± "
             f"{100 * r['accuracy_std']:.2f} | {100 * r['realized_saving_mean']:.1f}% | {r['steps_mean']:.0f} | "
             f"{fmt(r, 'vs_random')} | {fmt(r, 'vs_fewer_steps')} | {vs_none} |"
         )
+        for key in per_class:
+            vs = r[f"{key}_vs_fewer_steps"]
+            line += f" {100 * r[f'{key}_mean']:.2f} ± {100 * r[f'{key}_std']:.2f} |"
+            line += f" {'' if vs is None else f'{100 * vs[0]:+.2f} ± {100 * vs[1]:.2f}'} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -296,6 +357,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     setting = {**quality.setting_of(args), "arch": None if args.arch == "minilm" else args.arch}
     if args.freeze_layers:
         setting["freeze_layers"] = args.freeze_layers
+    if args.regime is not None:
+        setting["regime"] = args.regime
+        setting.update({"long_tail": {"tail_share": args.tail_share}, "noise": {"noise_rate": args.noise_rate},
+                        "duplicates": {"copies": args.copies}}.get(args.regime, {}))  # fmt: skip
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     results = Path(f"{prefix}.jsonl")

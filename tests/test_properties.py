@@ -30,6 +30,9 @@ METHODS = [
     ("emp", {"emp_selection": "topk"}),
     ("emp", {"emp_selection": "epsilon_greedy"}),
     ("emp", {"emp_selection": "soft"}),
+    ("rs2", {}),
+    ("small_loss", {}),
+    ("small_loss", {"small_loss_forget_rate": 0.7, "small_loss_memory_weight": 0.0}),
 ]
 SOFT_RULES = {("infobatch", True), ("emp", "soft")}
 

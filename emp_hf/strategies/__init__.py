@@ -6,7 +6,7 @@ A new method is one new file: subclass `PruningStrategy` (with its options as a 
 
 from __future__ import annotations
 
-from . import emp, epsilon_greedy, infobatch, none, seta, ucb, uniform  # noqa: F401  (registers them)
+from . import emp, epsilon_greedy, infobatch, none, rs2, seta, small_loss, ucb, uniform  # noqa: F401  (registers them)
 from .base import PruningStrategy, Selection, StrategyOptions
 from .emp import EMPOptions
 from .epsilon_greedy import EpsilonGreedyOptions
@@ -14,6 +14,7 @@ from .infobatch import InfoBatchOptions
 from .options import PruningOptions
 from .registry import STRATEGIES, build_strategy, register_strategy
 from .seta import SeTaOptions
+from .small_loss import SmallLossOptions
 from .ucb import UCBOptions
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PruningStrategy",
     "SeTaOptions",
     "Selection",
+    "SmallLossOptions",
     "StrategyOptions",
     "UCBOptions",
     "build_strategy",
