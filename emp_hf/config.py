@@ -37,7 +37,8 @@ class PruningArguments(PruningOptions):
     pruning_method: str = field(
         default="emp",
         metadata={
-            "help": "How each epoch's subset is chosen: 'emp', 'infobatch', 'seta', 'ucb', 'epsilon_greedy', "
+            "help": "How each epoch's subset is chosen: 'emp', 'infobatch', 'seta', 'rs2', 'small_loss', 'ucb', "
+            "'epsilon_greedy', "
             "'random', 'none' (train on all rows, track statistics only), or any name registered with "
             "`register_strategy` (checked when the config is built, so strategies registered after import count).",
         },

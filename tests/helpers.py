@@ -29,6 +29,8 @@ PRUNING_CASES = [
     ("seta", {}),
     ("seta", {"seta_grouping": "kmeans"}),
     ("ucb", {"ucb_exploration": "visits"}),
+    ("rs2", {}),
+    ("small_loss", {}),
 ]
 #: The cases whose plan sizes are known before an epoch is planned (what `max_steps` needs).
 FIXED_SIZE_CASES = [(method, extra) for method, extra in PRUNING_CASES if extra.get("seta_grouping") != "kmeans"]

@@ -339,7 +339,17 @@ def test_config_validation(tmp_path, field, value, message):
 
 
 def test_config_defaults_and_conflicts(tmp_path):
-    assert set(STRATEGIES) == {"none", "random", "epsilon_greedy", "ucb", "infobatch", "emp", "seta"}
+    assert set(STRATEGIES) == {
+        "none",
+        "random",
+        "epsilon_greedy",
+        "ucb",
+        "infobatch",
+        "emp",
+        "seta",
+        "rs2",
+        "small_loss",
+    }
     args = EMPConfig(output_dir=str(tmp_path), pruning_method="infobatch")
     assert args.prune_ratio == 0.5 and args.pruning_anneal_fraction == 0.125
     assert EMPConfig(output_dir=str(tmp_path), pruning_method="none").prune_ratio == 0.0
