@@ -105,9 +105,14 @@ def _parameters(function: Any) -> tuple[str, ...]:
 
 
 def _source(function: Any) -> str | None:
+    """The source of `function` as transformers ships it; None where it cannot be read (a compiled install) or the
+    method was replaced by code outside transformers (a patch or profiler): then only its signature is checked."""
+    function = inspect.unwrap(function) if function is not None else None
+    if not str(getattr(function, "__module__", "")).startswith("transformers"):
+        return None
     try:
         return inspect.getsource(function)
-    except (OSError, TypeError):  # no source shipped (a compiled install): signatures are still checked
+    except (OSError, TypeError):
         return None
 
 
