@@ -116,21 +116,23 @@ def _source(function: Any) -> str | None:
         return None
 
 
-def check_trainer_internals(trainer_class: type = Trainer) -> list[str]:
-    """What differs from the internals `emp_hf` relies on in `trainer_class` (empty when all is as expected)."""
+def _signature_problems(trainer_class: type, expected: dict[str, tuple[str, ...]]) -> list[str]:
+    """The methods of `trainer_class` that are missing or whose parameters differ from `expected`."""
     problems = []
-    for name, expected in EXPECTED_SIGNATURES.items():
+    for name, parameters in expected.items():
         method = getattr(trainer_class, name, None)
         if method is None:
             problems.append(f"Trainer.{name} does not exist")
-        elif _parameters(method) != expected:
-            problems.append(f"Trainer.{name}{_parameters(method)} is not {name}{expected}")
-    for name, expected in TRAINER_SIGNATURES.items():
-        method = getattr(Trainer, name, None)
-        if method is None:
-            problems.append(f"Trainer.{name} does not exist")
-        elif _parameters(method) != expected:
-            problems.append(f"Trainer.{name}{_parameters(method)} is not {name}{expected}")
+        elif _parameters(method) != parameters:
+            problems.append(f"Trainer.{name}{_parameters(method)} is not {name}{parameters}")
+    return problems
+
+
+def check_trainer_internals(trainer_class: type = Trainer) -> list[str]:
+    """What differs from the internals `emp_hf` relies on in `trainer_class` (empty when all is as expected)."""
+    problems = _signature_problems(trainer_class, EXPECTED_SIGNATURES) + _signature_problems(
+        Trainer, TRAINER_SIGNATURES
+    )
     for attribute, method in EXPECTED_ATTRIBUTES.items():
         source = _source(getattr(Trainer, method, None))
         if source is not None and f"self.{attribute} =" not in source:

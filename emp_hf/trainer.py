@@ -576,7 +576,7 @@ class PruningMixin(TrainerLoopHooks):
         try:
             self._task = infer_task(self.model)
         except ValueError:
-            if self.args.pruning_method != "none":
+            if not self._trains_like_trainer:
                 raise
             logger.warning(
                 f"EMPTrainer cannot split the loss of a {type(unwrap_peft(self.model)).__name__} into per-example "
