@@ -3,16 +3,36 @@ cannot honour (rather than training on it and finding out after the run)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import random
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
 from transformers.utils import find_labels
 
 from .config import INDEX_COLUMN, PruningArguments
 from .losses import unwrap_peft
 from .schedule import EpochSchedule, StepCounter
+
+
+@contextlib.contextmanager
+def preserved_random_states() -> Iterator[None]:
+    """Run a check that may draw random numbers (a masking data collator) without moving any generator training
+    reads: Python's, NumPy's and torch's (CPU, and every initialised CUDA device) are restored on exit."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
 
 #: The orders a pruning method can give each plan's rows.
 PLAN_ORDERS = ("random", "group_by_length", "sequential")

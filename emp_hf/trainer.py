@@ -13,6 +13,7 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+import datasets
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.modeling_utils import unwrap_model
@@ -40,6 +41,7 @@ from .preflight import (
     check_index_column,
     check_output_dir_writable,
     check_sampling_strategy,
+    preserved_random_states,
 )
 from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter
@@ -249,6 +251,7 @@ class PruningMixin(TrainerLoopHooks):
         self._dataloaders_built = 0
         self._resumed_epoch, self._resumed_micro_batches, self._micro_batches_run = None, 0, 0
         self._reset_pruning_state()
+        self._check_training_labels()
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         if self.pruning_state is None:
             return output
@@ -500,6 +503,11 @@ class PruningMixin(TrainerLoopHooks):
 
     def _new_micro_batch(self, rows: torch.Tensor, inputs: dict[str, Any]) -> MicroBatch:
         """What the forward hook and `compute_loss` need of this micro-batch (labels as the Trainer names them)."""
+        return MicroBatch(rows=rows, labels=self._batch_labels(inputs))
+
+    def _batch_labels(self, inputs: MutableMapping[str, Any]) -> Any:
+        """The batch's labels (`label_names`): one tensor, a tuple of them, or None. A model whose loss emp_hf
+        splits per example needs them: without them (and no `per_example_loss_func`) a one-line `ValueError`."""
         labels = tuple(inputs.get(name) for name in self.label_names) if self.label_names else ()
         label = labels[0] if len(labels) == 1 else (None if all(x is None for x in labels) else labels)
         if label is None and self.per_example_loss_func is None and self._task is not None:
@@ -509,7 +517,28 @@ class PruningMixin(TrainerLoopHooks):
                 f"{sorted(inputs)}). Add a {names[0]!r} column to the training dataset, set label_names, or use a "
                 "data collator that builds the labels."
             )
-        return MicroBatch(rows=rows, labels=label)
+        return label
+
+    def _check_training_labels(self) -> None:
+        """Before training: the first training row, collated as the dataloader collates it, has the labels the
+        statistics need (`_batch_labels`). Every random state the collator may draw from is restored afterwards, so
+        training sees exactly the random numbers it would have seen (a masking collator draws from torch's)."""
+        dataset = self.train_dataset
+        if self.pruning_state is None or self._task is None or self.per_example_loss_func is not None:
+            return
+        if is_iterable(dataset) or len(dataset) == 0:
+            return
+        with preserved_random_states():
+            try:
+                row = dataset[0]
+                if isinstance(dataset, datasets.Dataset) and self.args.remove_unused_columns:
+                    self._set_signature_columns_if_needed()  # the columns Trainer's dataloader keeps
+                    row = {name: value for name, value in row.items() if name in self._signature_columns}
+                batch = self.data_collator([row])
+            except Exception:  # noqa: BLE001  (the dataloader reports its own errors, as it would for Trainer)
+                return
+        if isinstance(batch, MutableMapping):
+            self._batch_labels(batch)
 
     def _hook_model(self, model: torch.nn.Module) -> None:
         """Register `_capture_outputs` on the model under every wrapper (once per model object)."""

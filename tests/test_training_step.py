@@ -1,11 +1,21 @@
 """The training step: statistics come from the one training forward pass whatever `compute_loss` does, the row
 index never reaches the model, and a reweighted loss is on the Trainer's own scale (issue 21, items 1, 5, 9, 13)."""
 
+import random
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import make_args, make_bert, make_text_dataset, make_tiny_llama
-from transformers import BertForSequenceClassification, BertForTokenClassification, Trainer, TrainingArguments
+from transformers import (
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
 
 from emp_hf import EMPTrainer
 
@@ -114,8 +124,36 @@ def test_a_training_set_without_labels_names_the_missing_column(tmp_path):
     data = make_text_dataset(n=32).remove_columns("labels")
     args = make_args(tmp_path, pruning_method="emp", num_train_epochs=2)
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=data)
+    began = []
+
+    class OnTrainBegin(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            began.append(True)
+
+    trainer.add_callback(OnTrainBegin())
     with pytest.raises(ValueError, match="no 'labels'.*Add a 'labels' column"):
         trainer.train()
+    assert not began, "refused before training starts, not at the first step"
+
+
+def test_the_label_check_leaves_every_random_state_as_it_was(tmp_path):
+    """The check collates one row; a collator that draws random numbers (masking) must not shift training's."""
+    drawn = []
+
+    def masking_collator(rows):
+        drawn.append((torch.rand(1).item(), random.random(), np.random.rand()))
+        return default_data_collator(rows)
+
+    args = make_args(tmp_path, pruning_method="emp", num_train_epochs=2)
+    trainer = EMPTrainer(
+        model=make_bert(), args=args, train_dataset=make_text_dataset(n=8), data_collator=masking_collator
+    )
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    expected = (torch.rand(1).item(), random.random(), np.random.rand())
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    trainer._check_training_labels()
+    assert len(drawn) == 1, "the check collates the first row"
+    assert (torch.rand(1).item(), random.random(), np.random.rand()) == expected
 
 
 # ---------------------------------------------------------------- the reweighted loss's scale (item 5)
