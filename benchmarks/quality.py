@@ -44,7 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the offline data: recipes/offline_data.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from offline_data import minilm_path  # noqa: E402
+from emp_hf_dev.offline_data import minilm_path  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
@@ -190,13 +190,13 @@ class Task:
         self.collator = None
         self.processing_class = None
         if args.task == "fashion":
-            from offline_data import load_fashion_mnist
+            from emp_hf_dev.offline_data import load_fashion_mnist
 
             data = load_fashion_mnist(image_size=32, max_train=args.max_train, max_test=args.max_test)
             self.train = data["train"].rename_column("label", "labels").with_format("torch")
             self.test = data["test"].rename_column("label", "labels").with_format("torch")
         else:
-            from offline_data import load_sentiment_sentences
+            from emp_hf_dev.offline_data import load_sentiment_sentences
             from transformers import AutoTokenizer, DataCollatorWithPadding
 
             data = load_sentiment_sentences()

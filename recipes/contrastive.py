@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
-from offline_data import load_fashion_mnist
-from recipe_utils import (
+from emp_hf_dev.offline_data import load_fashion_mnist
+from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,
     cpu_processes_without_accelerator,
     full_data_steps,

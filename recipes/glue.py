@@ -29,8 +29,8 @@ from typing import Any
 import evaluate
 import numpy as np
 from datasets import DatasetDict
-from offline_data import load_sentiment_sentences, minilm_path
-from recipe_utils import (
+from emp_hf_dev.offline_data import load_sentiment_sentences, minilm_path
+from emp_hf_dev.recipe_runtime import (
     HubModelArguments,
     cpu_processes_without_accelerator,
     from_hub,

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict
-from offline_data import load_fashion_mnist
-from recipe_utils import (
+from emp_hf_dev.offline_data import load_fashion_mnist
+from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,
     HubModelArguments,
     cpu_processes_without_accelerator,

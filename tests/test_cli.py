@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.checkpoint import read_pruning_state, save_pruning_state

@@ -4,7 +4,7 @@ import functools
 
 import pytest
 import transformers
-from helpers import make_args, make_bert
+from emp_hf_dev.fixtures import make_args, make_bert
 from transformers import Trainer
 
 from emp_hf import EMPTrainer

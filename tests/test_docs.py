@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 from huggingface_hub import CommitInfo, HfApi
 
 import emp_hf.load

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.strategies import PruningOptions, build_strategy

@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from launching import run_processes, torchrun_cmd
+from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 from emp_hf import EMPTrainer, PruningState
 from emp_hf.distributed import gather_observations

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import datasets
 import pytest
-from helpers import make_args, make_bert
+from emp_hf_dev.fixtures import make_args, make_bert
 from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from test_record import N, make_dataset, make_state
@@ -233,7 +233,7 @@ def test_cli_push_through_huggingface_hub_to_a_local_server(hub_server, tmp_path
 
 
 def test_trainer_pushes_on_save_and_at_the_end(fake_hub, monkeypatch, tmp_path):
-    from helpers import make_text_dataset
+    from emp_hf_dev.fixtures import make_text_dataset
 
     from emp_hf import EMPTrainer
 

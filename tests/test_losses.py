@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import VOCAB, make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import VOCAB, make_args, make_bert, make_text_dataset
 from transformers import BertConfig, BertForTokenClassification, GPT2Config, GPT2LMHeadModel
 
 from emp_hf import EMPTrainer

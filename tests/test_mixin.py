@@ -1,7 +1,7 @@
 """`PruningMixin` on its own: a config that is not a pruning config, and per-example values of the wrong shape."""
 
 import pytest
-from helpers import make_args, make_bert
+from emp_hf_dev.fixtures import make_args, make_bert
 from transformers import Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, PruningArguments, PruningMixin

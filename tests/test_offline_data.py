@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import offline_data as od
+from emp_hf_dev import offline_data as od
 import pytest
 import torch
 from datasets import DatasetDict

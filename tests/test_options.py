@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from helpers import make_args, make_bert
+from emp_hf_dev.fixtures import make_args, make_bert
 from transformers import HfArgumentParser
 
 from emp_hf import EMPConfig, EMPTrainer, PruningStrategy, Selection, StrategyOptions, register_strategy

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from launching import accelerate_launch_cmd, run_processes
-from offline_data import fashion_mnist_available, sentiment_available
+from emp_hf_dev.launching import accelerate_launch_cmd, run_processes
+from emp_hf_dev.offline_data import fashion_mnist_available, sentiment_available
 
 from emp_hf.schedule import StepCounter
 
@@ -41,7 +41,7 @@ def _load(name: str):
 
 glue = _load("glue")
 image_classification = _load("image_classification")
-recipe_utils = sys.modules["recipe_utils"]
+recipe_utils = sys.modules["emp_hf_dev.recipe_runtime"]
 
 
 @pytest.fixture

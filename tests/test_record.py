@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 from huggingface_hub import DatasetCard, constants
 
 import emp_hf

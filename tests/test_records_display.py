@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 from transformers import BertConfig, BertForSequenceClassification
 
 from emp_hf import EMPTrainer, PruningState

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TRAINING_DEFAULTS, make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_args, make_bert, make_text_dataset
 from transformers import Trainer, TrainingArguments
 
 import emp_hf.checkpoint

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer, PruningState
 from emp_hf.export import export_pruning_record

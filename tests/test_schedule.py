@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import PRUNING_CASES
+from emp_hf_dev.fixtures import PRUNING_CASES
 from torch.utils.data import BatchSampler, DataLoader
 
 from emp_hf.compat import retarget_lr_scheduler

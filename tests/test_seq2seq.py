@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_t5, make_word_tokenizer
+from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_t5, make_word_tokenizer
 from transformers import DataCollatorForSeq2Seq, HfArgumentParser
 
 from emp_hf.schedule import StepCounter

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-from helpers import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
+from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
 from transformers import HfArgumentParser
 
 trl = pytest.importorskip("trl")
 
-from offline_data import sentiment_available  # noqa: E402
+from emp_hf_dev.offline_data import sentiment_available  # noqa: E402
 
 from emp_hf import select_rows  # noqa: E402
 from emp_hf.export import export_pruning_record  # noqa: E402

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from helpers import make_args, make_bert
+from emp_hf_dev.fixtures import make_args, make_bert
 from transformers import TrainerCallback
 
 from emp_hf import EMPTrainer

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import (
+from emp_hf_dev.fixtures import (
     PRUNING_CASES,
     TRAINING_DEFAULTS,
     make_args,

@@ -19,7 +19,6 @@ import os
 import sys
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -73,7 +72,7 @@ def main() -> int:
         if os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16":
             os.environ["ACCELERATE_MIXED_PRECISION"] = "no"  # CPU autocast is not what is being tested
 
-    from helpers import TRAINING_DEFAULTS, make_bert, make_text_dataset
+    from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_bert, make_text_dataset
     from transformers import Trainer, TrainingArguments
 
     from emp_hf import EMPConfig, EMPTrainer

@@ -1,6 +1,7 @@
 """Test helpers: tiny random models built from configs and in-memory data (no Hub access).
 
-Import them with `from helpers import ...` (pytest puts `tests/` on the path); `conftest.py` holds only fixtures.
+Import them with `from emp_hf_dev.fixtures import ...` (tests, and the scripts the tests start in fresh processes);
+`tests/conftest.py` holds only pytest fixtures.
 """
 
 import datasets
