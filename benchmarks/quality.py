@@ -44,12 +44,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the offline data: recipes/offline_data.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from emp_hf_dev.offline_data import minilm_path  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
 from emp_hf.schedule import EpochSchedule  # noqa: E402
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
+from emp_hf_dev.offline_data import minilm_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -196,8 +196,9 @@ class Task:
             self.train = data["train"].rename_column("label", "labels").with_format("torch")
             self.test = data["test"].rename_column("label", "labels").with_format("torch")
         else:
-            from emp_hf_dev.offline_data import load_sentiment_sentences
             from transformers import AutoTokenizer, DataCollatorWithPadding
+
+            from emp_hf_dev.offline_data import load_sentiment_sentences
 
             data = load_sentiment_sentences()
             train, test = data["train"], data["test"]

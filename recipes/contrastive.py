@@ -39,6 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
+from torch import nn
+from transformers import ViTConfig, ViTModel, set_seed
+
+from emp_hf import EMPConfig, EMPTrainer
+from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
 from emp_hf_dev.offline_data import load_fashion_mnist
 from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,
@@ -52,11 +57,6 @@ from emp_hf_dev.recipe_runtime import (
     setup_logging,
     train_and_save,
 )
-from torch import nn
-from transformers import ViTConfig, ViTModel, set_seed
-
-from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 OFFLINE_HINT = (

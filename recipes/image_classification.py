@@ -41,6 +41,17 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    EvalPrediction,
+    ViTConfig,
+    ViTForImageClassification,
+    set_seed,
+)
+
+from emp_hf import EMPConfig, EMPTrainer
 from emp_hf_dev.offline_data import load_fashion_mnist
 from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,
@@ -56,17 +67,6 @@ from emp_hf_dev.recipe_runtime import (
     setup_logging,
     train_and_save,
 )
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForImageClassification,
-    EvalPrediction,
-    ViTConfig,
-    ViTForImageClassification,
-    set_seed,
-)
-
-from emp_hf import EMPConfig, EMPTrainer
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"

@@ -9,6 +9,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import datasets  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 from emp_hf_dev.fixtures import make_text_dataset  # noqa: E402
 
 

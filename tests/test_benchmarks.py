@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from emp_hf_dev.offline_data import fashion_mnist_available, sentiment_available
 
 QUALITY = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"

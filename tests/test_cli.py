@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.checkpoint import read_pruning_state, save_pruning_state
 from emp_hf.cli import main
 from emp_hf.load import load_pruning_record, select_rows
 from emp_hf.record import RECORD_FILE
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 
 @pytest.fixture(scope="module")

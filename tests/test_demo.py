@@ -3,6 +3,7 @@
 import importlib.util
 
 import pytest
+
 from emp_hf_dev.offline_data import sentiment_available
 
 needs_assets = pytest.mark.skipif(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from emp_hf_dev.offline_data import fashion_mnist_available
 
 FRONTIER = Path(__file__).resolve().parent.parent / "benchmarks" / "frontier.py"

@@ -11,11 +11,11 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from emp_hf_dev.fixtures import FIXED_SIZE_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
 from transformers import BertForTokenClassification, Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, cli
 from emp_hf.data import add_row_index
+from emp_hf_dev.fixtures import FIXED_SIZE_CASES, TRAINING_DEFAULTS, VOCAB, make_args, make_bert, make_text_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from emp_hf_dev.fixtures import VOCAB, make_args, make_bert, make_text_dataset
 from transformers import BertConfig, BertForTokenClassification, GPT2Config, GPT2LMHeadModel
 
 from emp_hf import EMPTrainer
 from emp_hf.losses import categorical_stats, infer_task, per_example_stats, sequence_stats, token_stats
+from emp_hf_dev.fixtures import VOCAB, make_args, make_bert, make_text_dataset
 
 
 def numpy_stats(logits: np.ndarray, labels: np.ndarray, eps: float = 0.0):

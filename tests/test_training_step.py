@@ -4,10 +4,10 @@ index never reaches the model, and a reweighted loss is on the Trainer's own sca
 import pytest
 import torch
 import torch.nn.functional as F
-from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset, make_tiny_llama
 from transformers import BertForSequenceClassification, BertForTokenClassification, Trainer, TrainingArguments
 
 from emp_hf import EMPTrainer
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset, make_tiny_llama
 
 
 class WeightedLossTrainer(EMPTrainer):

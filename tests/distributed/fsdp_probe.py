@@ -72,10 +72,10 @@ def main() -> int:
         if os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16":
             os.environ["ACCELERATE_MIXED_PRECISION"] = "no"  # CPU autocast is not what is being tested
 
-    from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_bert, make_text_dataset
     from transformers import Trainer, TrainingArguments
 
     from emp_hf import EMPConfig, EMPTrainer
+    from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_bert, make_text_dataset
 
     settings = {**TRAINING_DEFAULTS, "use_cpu": on_cpu, "logging_steps": 100, "num_train_epochs": 3}
     out = os.path.join(opts.output_dir, opts.trainer)

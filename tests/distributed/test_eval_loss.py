@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 pytestmark = pytest.mark.distributed

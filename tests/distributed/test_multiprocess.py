@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 pytestmark = pytest.mark.distributed

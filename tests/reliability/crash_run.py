@@ -14,11 +14,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import emp_hf.checkpoint  # noqa: E402
 from emp_hf import EMPTrainer  # noqa: E402
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset  # noqa: E402
 
 
 class PrintSteps(TrainerCallback):
