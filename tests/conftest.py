@@ -1,4 +1,4 @@
-"""Shared fixtures (helpers live in `helpers.py`): offline Hub, tiny in-memory data, one torch thread."""
+"""Shared fixtures (helpers live in `emp_hf_dev.fixtures`): offline Hub, tiny in-memory data, one torch thread."""
 
 import os
 

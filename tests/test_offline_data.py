@@ -1,4 +1,4 @@
-"""Tests of `recipes/offline_data.py`: the real files installed by `make setup`, and small synthetic copies."""
+"""Tests of `emp_hf_dev.offline_data`: the real files installed by `make setup`, and small synthetic copies."""
 
 from __future__ import annotations
 
