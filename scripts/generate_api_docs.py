@@ -2,7 +2,7 @@
 """Write docs/api.md: the hand-written guide `scripts/api_template.md`, its `<!-- generate: NAME -->` lines filled
 from the code's own docstrings and option help.
 
-    python scripts/generate_api_docs.py            # rewrite docs/api.md
+    python scripts/generate_api_docs.py            # rewrite docs/api.md (also: make api-docs)
     python scripts/generate_api_docs.py --check    # exit 1 if docs/api.md is not what the code makes
 
 Filled in: `public-api` (every name of `emp_hf.__all__`, where it lives and the first line of its docstring),
