@@ -8,7 +8,7 @@ FAST_LANE = -m "not slow and not distributed and not subprocess"
 LATEST_VENV ?= .venv-latest
 LATEST_PYTHON = $(LATEST_VENV)/bin/python
 
-.PHONY: setup demo test test-all setup-latest test-latest lint
+.PHONY: setup demo test test-all setup-latest test-latest lint api-docs
 
 setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
@@ -35,3 +35,7 @@ test-latest: setup-latest
 lint:
 	ruff check .
 	ruff format --check .
+
+# docs/api.md from scripts/api_template.md and the docstrings (tests/test_api_docs.py checks it is current).
+api-docs:
+	$(PYTHON) scripts/generate_api_docs.py

@@ -1,11 +1,11 @@
 """The accuracy-saving frontier: every method against the budget-matched baselines, paired by seed.
 
     # CPU, the runs of docs/benchmarks.md#frontier (two processes at most, `nice -n 10`, one thread each):
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task fashion --arch resnet --max-train 1000 \\
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.frontier --task fashion --arch resnet --max-train 1000 \\
         --max-test 2000 --epochs 30 --batch-size 64 --lr 2e-3 --threads 1 --seeds 10
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frontier.py --task sentiment --max-train 320 --max-test 500 \\
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.frontier --task sentiment --max-train 320 --max-test 500 \\
         --epochs 3 --batch-size 8 --lr 1e-4 --seq-len 48 --freeze-layers 4 --threads 1 --seeds 5
-    python benchmarks/frontier.py --task fashion ... --summary-only --plot   # same flags: tables and plots only
+    python -m benchmarks.frontier --task fashion ... --summary-only --plot   # same flags: tables and plots only
 
 Methods (`--methods`): those of `benchmarks/quality.py` plus `seta`, `seta_kmeans` (the official k-means
 grouping, whose saving varies: like `infobatch`, it is compared at its nominal ratio), `emp_window`,
@@ -38,14 +38,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import quality  # noqa: E402  (the tasks, options and per-run statistics are shared)
-import regimes  # noqa: E402  (the data of the regime suite)
-import torch  # noqa: E402
-
-from emp_hf.schedule import EpochSchedule, StepCounter  # noqa: E402
+try:
+    from benchmarks import (
+        quality,  # the tasks, options and per-run statistics are shared
+        regimes,  # the data of the regime suite
+    )
+except ModuleNotFoundError as error:
+    if error.name != "benchmarks":
+        raise
+    sys.exit("frontier.py imports its siblings: from the repository root, run python -m benchmarks.frontier ...")
+from emp_hf.schedule import EpochSchedule, StepCounter
 
 METHODS: dict[str, dict[str, Any]] = {
     **quality.METHODS,

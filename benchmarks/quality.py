@@ -41,15 +41,14 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the offline data: recipes/offline_data.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from offline_data import minilm_path  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
 from emp_hf.schedule import EpochSchedule  # noqa: E402
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
+from emp_hf_dev.offline_data import minilm_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -190,14 +189,15 @@ class Task:
         self.collator = None
         self.processing_class = None
         if args.task == "fashion":
-            from offline_data import load_fashion_mnist
+            from emp_hf_dev.offline_data import load_fashion_mnist
 
             data = load_fashion_mnist(image_size=32, max_train=args.max_train, max_test=args.max_test)
             self.train = data["train"].rename_column("label", "labels").with_format("torch")
             self.test = data["test"].rename_column("label", "labels").with_format("torch")
         else:
-            from offline_data import load_sentiment_sentences
             from transformers import AutoTokenizer, DataCollatorWithPadding
+
+            from emp_hf_dev.offline_data import load_sentiment_sentences
 
             data = load_sentiment_sentences()
             train, test = data["train"], data["test"]

@@ -7,7 +7,7 @@
 # benchmarks/results/regimes_<task>_<regime>.jsonl; a rerun skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD:$PWD/recipes${PYTHONPATH:+:$PYTHONPATH}"  # this checkout
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, and `python -m benchmarks.frontier` from its root
 task=${1:?fashion or sentiment}
 CORE=${CORE:-fewer_steps,random,rs2,emp_sample,small_loss}
 ALL=${ALL:-none,$CORE}; LATER=$CORE  # seeds 0-2 / 3-4
@@ -36,7 +36,7 @@ for seed in ${SEEDS:-0 1 2 3 4}; do
   for regime in "${regimes[@]}"; do
     e=$epochs; [ "${regime%% *}" = duplicates ] && e=$short  # a short budget, where repetition matters
     # shellcheck disable=SC2086
-    nice -n 10 python benchmarks/frontier.py "${common[@]}" --regime $regime --epochs "$e" --first-seed "$seed" \
+    nice -n 10 python -m benchmarks.frontier "${common[@]}" --regime $regime --epochs "$e" --first-seed "$seed" \
       --seeds 1 --methods "$methods"
   done
 done

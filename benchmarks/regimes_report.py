@@ -21,8 +21,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 REGIME_ORDER = ("clean", "noise20", "noise40", "long_tail", "duplicates")

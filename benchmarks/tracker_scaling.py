@@ -36,8 +36,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from emp_hf.sampler import EpochPlanner, order_seed  # noqa: E402
 from emp_hf.schedule import EpochSchedule  # noqa: E402
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy  # noqa: E402

@@ -34,8 +34,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from emp_hf.distributed import gather_observations  # noqa: E402
 from emp_hf.losses import categorical_stats  # noqa: E402
 from emp_hf.strategies import PruningOptions, build_strategy  # noqa: E402

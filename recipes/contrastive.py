@@ -39,8 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
-from offline_data import load_fashion_mnist
-from recipe_utils import (
+from torch import nn
+from transformers import ViTConfig, ViTModel, set_seed
+
+from emp_hf import EMPConfig, EMPTrainer
+from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
+from emp_hf_dev.offline_data import load_fashion_mnist
+from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,
     cpu_processes_without_accelerator,
     full_data_steps,
@@ -52,11 +57,6 @@ from recipe_utils import (
     setup_logging,
     train_and_save,
 )
-from torch import nn
-from transformers import ViTConfig, ViTModel, set_seed
-
-from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 OFFLINE_HINT = (

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import transformers
-from offline_data import load_sentiment_sentences, minilm_path
-from recipe_utils import follow_free_cores, parse_recipe_args
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -30,6 +28,8 @@ from transformers import (
 
 from emp_hf import EMPConfig, EMPTrainer
 from emp_hf.schedule import StepCounter
+from emp_hf_dev.offline_data import load_sentiment_sentences, minilm_path
+from emp_hf_dev.recipe_runtime import follow_free_cores, parse_recipe_args
 
 
 @dataclass

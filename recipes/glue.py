@@ -29,19 +29,6 @@ from typing import Any
 import evaluate
 import numpy as np
 from datasets import DatasetDict
-from offline_data import load_sentiment_sentences, minilm_path
-from recipe_utils import (
-    HubModelArguments,
-    cpu_processes_without_accelerator,
-    from_hub,
-    full_data_steps,
-    load_hub_dataset,
-    log_process,
-    parse_recipe_args,
-    report,
-    setup_logging,
-    train_and_save,
-)
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -53,6 +40,19 @@ from transformers import (
 )
 
 from emp_hf import EMPConfig, EMPTrainer
+from emp_hf_dev.offline_data import load_sentiment_sentences, minilm_path
+from emp_hf_dev.recipe_runtime import (
+    HubModelArguments,
+    cpu_processes_without_accelerator,
+    from_hub,
+    full_data_steps,
+    load_hub_dataset,
+    log_process,
+    parse_recipe_args,
+    report,
+    setup_logging,
+    train_and_save,
+)
 
 task_to_keys = {
     "cola": ("sentence", None),
@@ -188,49 +188,55 @@ def load_raw_datasets(data_args: DataTrainingArguments, model_args: ModelArgumen
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    start = time.perf_counter()
-    cpu_processes_without_accelerator()
-    model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args, logger)
-    log_process(training_args, logger)
+@dataclass(frozen=True)
+class Labels:
+    """The label space of the training split: a regression target, or classes."""
 
-    task = data_args.task_name
-    if model_args.model_name_or_path is None:
-        if task != OFFLINE_TASK:
-            raise ValueError(
-                "--model_name_or_path is required (a sequence-classification checkpoint, e.g. bert-base-uncased); "
-                f"only --task_name {OFFLINE_TASK} has a default (the local all-MiniLM-L6-v2)."
-            )
-        model_args.model_name_or_path = minilm_path()
-    set_seed(training_args.seed)
+    feature: Any  # the `label` column's feature: a `ClassLabel` carries class names
+    is_regression: bool
+    names: list | None  # None for a regression
+    num_labels: int
 
-    # Data, before the model: a missing dataset fails before anything slow happens.
-    raw_datasets = load_raw_datasets(data_args, model_args)
-    label_feature = raw_datasets["train"].features["label"]
+    @property
+    def are_class_ids(self) -> bool:
+        """The column holds class ids already (a `ClassLabel`), not values to map to 0..n-1."""
+        return hasattr(self.feature, "names")
+
+
+def default_model_path(model_args: ModelArguments, task: str | None) -> str:
+    """The model to fine-tune: the one named, or for the offline task the local all-MiniLM-L6-v2."""
+    if model_args.model_name_or_path is not None:
+        return model_args.model_name_or_path
+    if task != OFFLINE_TASK:
+        raise ValueError(
+            "--model_name_or_path is required (a sequence-classification checkpoint, e.g. bert-base-uncased); "
+            f"only --task_name {OFFLINE_TASK} has a default (the local all-MiniLM-L6-v2)."
+        )
+    return minilm_path()
+
+
+def find_labels(raw_datasets: DatasetDict, task: str | None) -> Labels:
+    feature = raw_datasets["train"].features["label"]
     if task in task_to_keys:
         is_regression = task == "stsb"
     else:
-        is_regression = getattr(label_feature, "dtype", None) in ("float32", "float64")
+        is_regression = getattr(feature, "dtype", None) in ("float32", "float64")
     if is_regression:
-        label_list, num_labels = None, 1
-    elif hasattr(label_feature, "names"):
-        label_list = label_feature.names
-        num_labels = len(label_list)
-    else:
-        label_list = sorted(raw_datasets["train"].unique("label"))
-        num_labels = len(label_list)
+        return Labels(feature, True, None, 1)
+    names = feature.names if hasattr(feature, "names") else sorted(raw_datasets["train"].unique("label"))
+    return Labels(feature, False, names, len(names))
 
-    # Model and tokenizer
+
+def load_model_and_tokenizer(model_args: ModelArguments, task: str | None, labels: Labels) -> tuple[Any, Any]:
     hub_kwargs = model_args.hub_kwargs(OFFLINE_HINT)
     config = from_hub(
         AutoConfig,
         model_args.config_name or model_args.model_name_or_path,
-        num_labels=num_labels,
+        num_labels=labels.num_labels,
         finetuning_task=task,
         **hub_kwargs,
     )
-    if is_regression:
+    if labels.is_regression:
         config.problem_type = "regression"
     if model_args.config_overrides:
         logger.info(f"Overriding config: {model_args.config_overrides}")
@@ -246,56 +252,93 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
             **hub_kwargs,
         )
+    return model, tokenizer
 
-    # Labels -> class ids. A ClassLabel column holds ids already: keep them, unless the checkpoint was
-    # fine-tuned on the same label names in another order. Other label values are mapped to 0..n-1.
+
+def align_labels(model: Any, labels: Labels) -> dict | None:
+    """Labels -> class ids (None: keep the column as it is), and the model config's label names to match.
+
+    A ClassLabel column holds ids already: keep them, unless the checkpoint was fine-tuned on the same label names
+    in another order. Other label values are mapped to 0..n-1."""
     label_to_id = None
-    if label_list is not None and not hasattr(label_feature, "names"):
-        label_to_id = {v: i for i, v in enumerate(label_list)}
-    elif label_list is not None:
+    if labels.names is not None and not labels.are_class_ids:
+        label_to_id = {v: i for i, v in enumerate(labels.names)}
+    elif labels.names is not None:
         model_labels = {str(k).lower(): int(v) for k, v in (model.config.label2id or {}).items()}
-        if model_labels and model_labels != {f"label_{i}": i for i in range(num_labels)}:
-            if sorted(model_labels) == sorted(str(name).lower() for name in label_list):
-                label_to_id = {i: model_labels[str(name).lower()] for i, name in enumerate(label_list)}
+        if model_labels and model_labels != {f"label_{i}": i for i in range(labels.num_labels)}:
+            if sorted(model_labels) == sorted(str(name).lower() for name in labels.names):
+                label_to_id = {i: model_labels[str(name).lower()] for i, name in enumerate(labels.names)}
             else:
                 logger.warning(
-                    f"The model's labels {sorted(model_labels)} differ from the dataset's {label_list}; "
+                    f"The model's labels {sorted(model_labels)} differ from the dataset's {labels.names}; "
                     "ignoring the model's label order."
                 )
-    keeps_model_order = label_to_id is not None and hasattr(label_feature, "names")
-    if label_list is not None and not keeps_model_order:
-        model.config.label2id = {str(name): i for i, name in enumerate(label_list)}
-        model.config.id2label = {i: str(name) for i, name in enumerate(label_list)}
+    keeps_model_order = label_to_id is not None and labels.are_class_ids
+    if labels.names is not None and not keeps_model_order:
+        model.config.label2id = {str(name): i for i, name in enumerate(labels.names)}
+        model.config.id2label = {i: str(name) for i, name in enumerate(labels.names)}
+    return label_to_id
 
-    if model_args.use_lora:
-        from peft import LoraConfig, TaskType, get_peft_model
 
-        lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=model_args.lora_r,
-            lora_alpha=model_args.lora_alpha,
-            lora_dropout=model_args.lora_dropout,
-            target_modules=[m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()],
-        )
-        model = get_peft_model(model, lora)
-        if training_args.should_log:
-            model.print_trainable_parameters()
+def add_lora(model: Any, model_args: ModelArguments, training_args: EMPConfig) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
 
-    # Preprocessing
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=[m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()],
+    )
+    model = get_peft_model(model, lora)
+    if training_args.should_log:
+        model.print_trainable_parameters()
+    return model
+
+
+def text_columns(raw_datasets: DatasetDict, task: str | None) -> tuple[str, str | None]:
+    """The one or two text columns of an example."""
     if task in task_to_keys:
-        sentence1_key, sentence2_key = task_to_keys[task]
-    elif task == OFFLINE_TASK:
-        sentence1_key, sentence2_key = "sentence", None
-    else:
-        names = [c for c in raw_datasets["train"].column_names if c not in ("label", "idx")]
-        if "sentence1" in names and "sentence2" in names:
-            sentence1_key, sentence2_key = "sentence1", "sentence2"
-        else:
-            sentence1_key, sentence2_key = (names[0], names[1]) if len(names) >= 2 else (names[0], None)
-    if data_args.max_seq_length > tokenizer.model_max_length:
-        logger.warning(
-            f"max_seq_length {data_args.max_seq_length} exceeds the model's maximum {tokenizer.model_max_length}."
-        )
+        return task_to_keys[task]
+    if task == OFFLINE_TASK:
+        return "sentence", None
+    names = [c for c in raw_datasets["train"].column_names if c not in ("label", "idx")]
+    if "sentence1" in names and "sentence2" in names:
+        return "sentence1", "sentence2"
+    return (names[0], names[1]) if len(names) >= 2 else (names[0], None)
+
+
+def select_splits(
+    raw_datasets: DatasetDict, task: str | None, data_args: DataTrainingArguments
+) -> tuple[Any, dict[str, Any]]:
+    """The training split and the evaluation splits by metric suffix (MNLI: matched "" and mismatched "_mm")."""
+    eval_split = "validation_matched" if task == "mnli" else "validation"
+    if eval_split not in raw_datasets:
+        eval_split = "test" if "test" in raw_datasets else None
+    if eval_split is None:
+        raise ValueError(f"The dataset has no validation or test split: {list(raw_datasets)}.")
+    train_dataset = raw_datasets["train"]
+    if data_args.max_train_samples is not None:
+        train_dataset = train_dataset.select(range(min(len(train_dataset), data_args.max_train_samples)))
+    eval_datasets = {"": raw_datasets[eval_split]}
+    if task == "mnli":
+        eval_datasets["_mm"] = raw_datasets["validation_mismatched"]
+    if data_args.max_eval_samples is not None:
+        eval_datasets = {k: d.select(range(min(len(d), data_args.max_eval_samples))) for k, d in eval_datasets.items()}
+    return train_dataset, eval_datasets
+
+
+def tokenize_splits(
+    train_dataset: Any,
+    eval_datasets: dict[str, Any],
+    tokenizer: Any,
+    columns: tuple[str, str | None],
+    label_to_id: dict | None,
+    data_args: DataTrainingArguments,
+    training_args: EMPConfig,
+) -> tuple[Any, dict[str, Any]]:
+    """Tokenized splits that keep only the model inputs and `label`."""
+    sentence1_key, sentence2_key = columns
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     padding = "max_length" if data_args.pad_to_max_length else False
 
@@ -313,20 +356,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["label"] = [label_to_id[y] if y != -1 else -1 for y in examples["label"]]
         return result
 
-    eval_split = "validation_matched" if task == "mnli" else "validation"
-    if eval_split not in raw_datasets:
-        eval_split = "test" if "test" in raw_datasets else None
-    if eval_split is None:
-        raise ValueError(f"The dataset has no validation or test split: {list(raw_datasets)}.")
-    train_dataset = raw_datasets["train"]
-    if data_args.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(len(train_dataset), data_args.max_train_samples)))
-    eval_datasets = {"": raw_datasets[eval_split]}
-    if task == "mnli":
-        eval_datasets["_mm"] = raw_datasets["validation_mismatched"]
-    if data_args.max_eval_samples is not None:
-        eval_datasets = {k: d.select(range(min(len(d), data_args.max_eval_samples))) for k, d in eval_datasets.items()}
-
     with training_args.main_process_first(desc="dataset map pre-processing"):
         map_kwargs = dict(
             batched=True,
@@ -342,12 +371,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             k: d.map(preprocess, remove_columns=[c for c in d.column_names if c not in keep], **map_kwargs)
             for k, d in eval_datasets.items()
         }
+    return train_dataset, eval_datasets
 
-    # Metric: the official one of the task, from the module in this repository (works offline).
+
+def glue_metric(task: str | None, is_regression: bool, cache_dir: str | None) -> Any:
+    """`compute_metrics`: the official metric of the task, from the module in this repository (works offline)."""
     metric_config = task if task in task_to_keys else ("stsb" if is_regression else "sst2")
-    metric = evaluate.load(
-        str(METRICS_DIR / "glue"), metric_config, cache_dir=model_args.cache_dir, keep_in_memory=True
-    )
+    metric = evaluate.load(str(METRICS_DIR / "glue"), metric_config, cache_dir=cache_dir, keep_in_memory=True)
 
     def compute_metrics(p: EvalPrediction) -> dict[str, float]:
         preds = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
@@ -357,12 +387,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["combined_score"] = float(np.mean(list(result.values())))
         return result
 
+    return compute_metrics
+
+
+def data_collator_for(tokenizer: Any, data_args: DataTrainingArguments, training_args: EMPConfig) -> Any:
     if data_args.pad_to_max_length:
-        data_collator = default_data_collator
-    elif training_args.fp16 or training_args.bf16:
-        data_collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-    else:
-        data_collator = DataCollatorWithPadding(tokenizer)
+        return default_data_collator
+    if training_args.fp16 or training_args.bf16:
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    return DataCollatorWithPadding(tokenizer)
+
+
+def evaluate_splits(trainer: EMPTrainer, eval_datasets: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate every split; a split's metrics carry its suffix (MNLI: matched and mismatched)."""
+    eval_metrics: dict[str, Any] = {}
+    for suffix, dataset in eval_datasets.items():
+        metrics = trainer.evaluate(eval_dataset=dataset)
+        metrics["eval_samples"] = len(dataset)
+        eval_metrics.update({f"{k}{suffix}": v for k, v in metrics.items()} if suffix else metrics)
+    return eval_metrics
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    start = time.perf_counter()
+    cpu_processes_without_accelerator()
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args, logger)
+    log_process(training_args, logger)
+
+    task = data_args.task_name
+    model_args.model_name_or_path = default_model_path(model_args, task)
+    set_seed(training_args.seed)
+
+    # Data, before the model: a missing dataset fails before anything slow happens.
+    raw_datasets = load_raw_datasets(data_args, model_args)
+    labels = find_labels(raw_datasets, task)
+    model, tokenizer = load_model_and_tokenizer(model_args, task, labels)
+    label_to_id = align_labels(model, labels)
+    if model_args.use_lora:
+        model = add_lora(model, model_args, training_args)
+
+    columns = text_columns(raw_datasets, task)
+    if data_args.max_seq_length > tokenizer.model_max_length:
+        logger.warning(
+            f"max_seq_length {data_args.max_seq_length} exceeds the model's maximum {tokenizer.model_max_length}."
+        )
+    train_dataset, eval_datasets = select_splits(raw_datasets, task, data_args)
+    train_dataset, eval_datasets = tokenize_splits(
+        train_dataset, eval_datasets, tokenizer, columns, label_to_id, data_args, training_args
+    )
 
     trainer = EMPTrainer(
         model=model,
@@ -370,21 +443,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_dataset=train_dataset,
         eval_dataset=eval_datasets[""],
         processing_class=tokenizer,
-        data_collator=data_collator,
-        compute_metrics=compute_metrics,
+        data_collator=data_collator_for(tokenizer, data_args, training_args),
+        compute_metrics=glue_metric(task, labels.is_regression, model_args.cache_dir),
     )
-
-    # Training
     train_result = train_and_save(trainer)
     train_metrics = dict(train_result.metrics)
     train_metrics["train_samples"] = len(train_dataset)
-
-    # Evaluation (MNLI: matched and mismatched)
-    eval_metrics: dict[str, Any] = {}
-    for suffix, dataset in eval_datasets.items():
-        metrics = trainer.evaluate(eval_dataset=dataset)
-        metrics["eval_samples"] = len(dataset)
-        eval_metrics.update({f"{k}{suffix}": v for k, v in metrics.items()} if suffix else metrics)
+    eval_metrics = evaluate_splits(trainer, eval_datasets)
 
     title = (
         f"GLUE recipe: task {task or data_args.dataset_name}, model {model_args.model_name_or_path}"

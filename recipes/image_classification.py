@@ -41,8 +41,19 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict
-from offline_data import load_fashion_mnist
-from recipe_utils import (
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    EvalPrediction,
+    ViTConfig,
+    ViTForImageClassification,
+    set_seed,
+)
+
+from emp_hf import EMPConfig, EMPTrainer
+from emp_hf_dev.offline_data import load_fashion_mnist
+from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,
     HubModelArguments,
     cpu_processes_without_accelerator,
@@ -56,17 +67,6 @@ from recipe_utils import (
     setup_logging,
     train_and_save,
 )
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForImageClassification,
-    EvalPrediction,
-    ViTConfig,
-    ViTForImageClassification,
-    set_seed,
-)
-
-from emp_hf import EMPConfig, EMPTrainer
 
 OFFLINE_DATASET = "fashion_mnist_offline"
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"

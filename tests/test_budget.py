@@ -1,9 +1,19 @@
 """`StepBudget`: plan sizes to optimizer steps, without a Trainer (values by hand)."""
 
-import pytest
+import math
 
+import pytest
+import torch
+
+from emp_hf import EMPTrainer
 from emp_hf.budget import StepBudget
 from emp_hf.schedule import EpochSchedule, StepCounter
+from emp_hf_dev.fixtures import (
+    FIXED_SIZE_CASES,
+    make_args,
+    make_bert,
+    make_text_dataset,
+)
 
 
 def budget(counter=None, anneal_fraction=0.0, **kwargs) -> StepBudget:
@@ -52,3 +62,67 @@ def test_drop_last_and_processes_count_batches_as_accelerate_shards_them():
 )
 def test_resume_position_locates_the_step_in_epochs_of_different_lengths(global_step, position):
     assert budget().resume_position(global_step, [100, 50, 50]) == position
+
+
+# ---- Through the Trainer: the budget is the steps taken (drop_last, max_steps, resume, InfoBatch's open budget).
+@pytest.mark.usefixtures("one_thread")
+def test_drop_last_budget_matches_the_steps_taken(tmp_path):
+    args = make_args(tmp_path, prune_ratio=0.7, dataloader_drop_last=True, num_train_epochs=4)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=100))
+    output = trainer.train()
+    sizes = trainer.pruning_state.epoch_plan_sizes
+    assert output.global_step == trainer.state.max_steps == sum(s // 8 for s in sizes)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_infobatch_open_budget_with_max_steps_ends_with_its_anneal_epoch(tmp_path):
+    n = 96
+    args = make_args(tmp_path, pruning_method="infobatch", max_steps=70, num_train_epochs=1)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=n))
+    output = trainer.train()
+    state = trainer.pruning_state
+    assert output.global_step == 70
+    planned = state.metadata["planned_epochs"]
+    assert len(state.plans) == planned  # the run ends in the last planned epoch: the anneal epoch
+    assert len(state.plans[-1]) == n and torch.equal(state.weight, torch.ones(n))
+    assert all(len(plan) < n for plan in state.plans[1:-1])
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("method", "extra"), FIXED_SIZE_CASES)
+def test_resume_with_max_steps_equals_the_uninterrupted_run(tmp_path, method, extra):
+    def run(name, resume=None):
+        args = make_args(
+            tmp_path / name,
+            pruning_method=method,
+            max_steps=45,
+            num_train_epochs=1,
+            save_strategy="steps",
+            save_steps=20,
+            logging_steps=100,
+            **extra,
+        )
+        trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run("full")
+    resumed = run("full", resume=str(tmp_path / "full" / "out" / "checkpoint-20"))
+    a, b = full.pruning_state, resumed.pruning_state
+    assert [p.tolist() for p in a.plans] == [p.tolist() for p in b.plans]
+    assert a.metadata["planned_epochs"] == b.metadata["planned_epochs"]
+    assert a.tables.keys() == b.tables.keys()
+    for name in a.tables:  # every table the strategy keeps
+        torch.testing.assert_close(a.tables[name], b.tables[name], equal_nan=True, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_infobatch_open_budget_warmup_ratio_is_a_share_of_the_steps_taken(tmp_path):
+    args = make_args(
+        tmp_path, pruning_method="infobatch", num_train_epochs=6, lr_scheduler_type="linear", warmup_steps=0.2
+    )
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset())
+    output = trainer.train()
+    keywords = trainer.lr_scheduler.lr_lambdas[0].keywords
+    assert keywords["num_training_steps"] == output.global_step
+    assert keywords["num_warmup_steps"] == math.ceil(0.2 * output.global_step)

@@ -3,17 +3,24 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
 import pytest
-from helpers import make_args, make_bert, make_text_dataset
 
-from emp_hf import EMPTrainer
+from emp_hf import EMPTrainer, cli
 from emp_hf.checkpoint import read_pruning_state, save_pruning_state
 from emp_hf.cli import main
 from emp_hf.load import load_pruning_record, select_rows
 from emp_hf.record import RECORD_FILE
+from emp_hf_dev.fixtures import (
+    STATE_DAMAGES,
+    damage_pruning_state,
+    make_args,
+    make_bert,
+    make_text_dataset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +156,62 @@ def test_console_script_inspects_a_record(run, tmp_path):
     assert "realised saving" in done.stdout and "37.50%" in done.stdout
     done = emp_hf("inspect", "someone/record")
     assert done.returncode == 1 and "cannot be reached offline" in done.stderr
+
+
+# ---- One-line errors instead of tracebacks, a user's README, `python -m emp_hf`.
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("how", STATE_DAMAGES)
+def test_damaged_pruning_state_is_a_one_line_cli_error(finished_run, tmp_path, capsys, how):
+    checkpoint = tmp_path / "checkpoint-8"
+    shutil.copytree(finished_run / "checkpoint-8", checkpoint)
+    damage_pruning_state(checkpoint, how)
+    assert cli.main(["inspect", str(checkpoint)]) == 1
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emp-hf inspect: error:"), stderr
+    assert "set to `False`" not in stderr  # torch's advice to load with weights_only=False: never
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1", **extra}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_push_to_an_unreachable_hub_is_a_one_line_error(finished_run, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    assert cli.main(["push", str(finished_run), "--repo-id", "user/record", "--token", "hf_test"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach the Hub at http://127.0.0.1:{port}" in lines[0], lines
+    assert "ConnectError" in lines[0] or "Connection" in lines[0]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_export_does_not_replace_a_users_readme(finished_run, tmp_path, capsys):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "README.md").write_text("my notes\n")
+    command = ["export", str(finished_run), "--to", str(target)]
+    assert cli.main(command) == 1
+    assert "README.md exists and is not a pruning record's card" in capsys.readouterr().err
+    assert (target / "README.md").read_text() == "my notes\n"
+    assert cli.main([*command, "--overwrite"]) == 0
+    assert (target / "README.md").read_text() != "my notes\n"
+    assert cli.main(command) == 0  # its own card: a re-export replaces it
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_python_dash_m_runs_the_cli(finished_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "emp_hf", "inspect", str(finished_run), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"rows": 32' in result.stdout

@@ -4,7 +4,6 @@ import functools
 
 import pytest
 import transformers
-from helpers import make_args, make_bert
 from transformers import Trainer
 
 from emp_hf import EMPTrainer
@@ -16,6 +15,7 @@ from emp_hf.compat import (
     check_trainer_internals,
     ensure_trainer_internals,
 )
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 def test_canary_passes_on_the_installed_transformers():

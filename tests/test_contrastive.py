@@ -14,9 +14,6 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import make_args
-from launching import accelerate_launch_cmd, run_processes
-from offline_data import fashion_mnist_available
 from torch import nn
 
 from emp_hf import EMPTrainer
@@ -27,6 +24,10 @@ from emp_hf.contrastive import (
     nt_xent_loss,
     nt_xent_stats,
 )
+from emp_hf_dev import recipe_runtime
+from emp_hf_dev.fixtures import make_args
+from emp_hf_dev.launching import accelerate_launch_cmd, run_processes
+from emp_hf_dev.offline_data import fashion_mnist_available
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "contrastive.py"
@@ -305,7 +306,7 @@ def test_recipe_on_a_hub_style_dataset_of_pil_images(tmp_path, one_thread, monke
         return datasets.Dataset.from_dict({"img": images, "label": [i % 2 for i in range(n)]}, features=features)
 
     local = datasets.DatasetDict({"train": split(64), "test": split(32)})
-    monkeypatch.setattr(sys.modules["recipe_utils"], "load_dataset", lambda *args, **kwargs: local)
+    monkeypatch.setattr(recipe_runtime, "load_dataset", lambda *args, **kwargs: local)
     args = ["--dataset_name", "cifar10", "--image_size", "16", "--max_train_samples", "48", "--num_train_epochs", "2"]
     args += ["--per_device_train_batch_size", "16", "--cnn_width", "4", "--disable_tqdm", "true", "--use_cpu", "true"]
     args += ["--pruning_method", "random", "--prune_ratio", "0.5", "--encoder", "vit", "--vit_hidden_size", "16"]

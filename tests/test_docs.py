@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_args, make_bert, make_text_dataset
 from huggingface_hub import CommitInfo, HfApi
 
 import emp_hf.load
 from emp_hf import EMPTrainer
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

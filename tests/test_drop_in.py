@@ -7,11 +7,11 @@ import os
 import datasets
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 
 class RegressionModel(nn.Module):

@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.strategies import PruningOptions, build_strategy
@@ -18,6 +17,7 @@ from emp_hf.strategies.emp import (
     spaced_revisit_interval,
     spaced_selection,
 )
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 
 def gen(seed: int) -> torch.Generator:

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from offline_data import fashion_mnist_available
 
-FRONTIER = Path(__file__).resolve().parent.parent / "benchmarks" / "frontier.py"
+from emp_hf_dev.offline_data import fashion_mnist_available
 
 
 def load_frontier():
-    sys.path.insert(0, str(FRONTIER.parent))
-    spec = importlib.util.spec_from_file_location("frontier_benchmark", FRONTIER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import frontier
+
+    return frontier
 
 
 @pytest.mark.parametrize(
@@ -83,8 +77,7 @@ def test_tiny_frontier_run_matches_steps_and_saving(tmp_path):
 
 
 def load_regimes():
-    sys.path.insert(0, str(FRONTIER.parent))
-    import regimes
+    from benchmarks import regimes
 
     return regimes
 
@@ -148,8 +141,7 @@ def test_flag_precision_is_the_share_of_wrong_labels_among_the_largest_values():
 
 
 def load_report():
-    sys.path.insert(0, str(FRONTIER.parent))
-    import regimes_report
+    from benchmarks import regimes_report
 
     return regimes_report
 

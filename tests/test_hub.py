@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlparse
 
 import datasets
 import pytest
-from helpers import make_args, make_bert
 from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from test_record import N, make_dataset, make_state
@@ -24,6 +23,7 @@ from emp_hf.export import export_pruning_record, save_pruning_record
 from emp_hf.hub import default_record_repo_id, push_pruning_record, push_trainer_pruning_record
 from emp_hf.load import load_pruning_record, select_rows
 from emp_hf.record import RECORD_FILE
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 @pytest.fixture
@@ -233,9 +233,8 @@ def test_cli_push_through_huggingface_hub_to_a_local_server(hub_server, tmp_path
 
 
 def test_trainer_pushes_on_save_and_at_the_end(fake_hub, monkeypatch, tmp_path):
-    from helpers import make_text_dataset
-
     from emp_hf import EMPTrainer
+    from emp_hf_dev.fixtures import make_text_dataset
 
     calls, remote = fake_hub.calls, fake_hub.remote
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")

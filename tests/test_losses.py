@@ -2,14 +2,27 @@
 
 import math
 
+import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import VOCAB, make_args, make_bert, make_text_dataset
-from transformers import BertConfig, BertForTokenClassification, GPT2Config, GPT2LMHeadModel
+import torch.nn.functional as F
+from transformers import (
+    BertConfig,
+    BertForTokenClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
 
 from emp_hf import EMPTrainer
 from emp_hf.losses import categorical_stats, infer_task, per_example_stats, sequence_stats, token_stats
+from emp_hf_dev.fixtures import (
+    VOCAB,
+    make_args,
+    make_bert,
+    make_text_dataset,
+    train_none,
+)
 
 
 def numpy_stats(logits: np.ndarray, labels: np.ndarray, eps: float = 0.0):
@@ -131,3 +144,103 @@ def test_regression_emp_warns_once(tmp_path, caplog):
         trainer.train()
     assert sum("reduces to loss-only" in r.message for r in caplog.records) == 1
     assert float(trainer.pruning_state.entropy.abs().max()) == 0.0
+
+
+# ---- Rows without a label, and a user's per-example loss under the weighted strategies.
+def _token_dataset(n: int = 32, seq_len: int = 8, unlabelled=(3, 10)) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(6, VOCAB, (n, seq_len), generator=g)
+    labels = (ids % 2).masked_fill(torch.rand(n, seq_len, generator=g) < 0.3, -100)
+    labels[list(unlabelled)] = -100
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()})
+
+
+def _token_model() -> BertForTokenClassification:
+    return make_bert(model_class=BertForTokenClassification)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("method", "extra"), [("infobatch", {}), ("emp", {"emp_selection": "soft"})])
+def test_weighted_strategies_ignore_rows_without_labelled_tokens(tmp_path, method, extra):
+    dataset = _token_dataset()
+    args = make_args(tmp_path, pruning_method=method, num_train_epochs=4, **extra)
+    trainer = EMPTrainer(model=_token_model(), args=args, train_dataset=dataset)
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    state = trainer.pruning_state
+    labelled = torch.ones(len(dataset), dtype=torch.bool)
+    labelled[[3, 10]] = False
+    assert torch.isnan(state.loss[~labelled]).all()  # visited, never recorded
+    assert torch.isfinite(state.loss[labelled & state.seen]).all()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_weighted_loss_is_the_mean_over_labelled_rows(tmp_path):
+    """A token head's reweighted loss weights each labelled token by its row's weight, normalised as the model's
+    own loss (over the micro-batch's labelled tokens): the Trainer's loss when every weight is 1."""
+    dataset = _token_dataset(n=8, unlabelled=(2, 5))
+    args = make_args(tmp_path, pruning_method="infobatch", num_train_epochs=4, learning_rate=0.0)
+    trainer = EMPTrainer(model=_token_model(), args=args, train_dataset=dataset)
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    trainer.current_gradient_accumulation_steps = 1
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    trainer.pruning_state.tables["weight"][:8] = torch.linspace(1.0, 2.0, 8)
+    torch.manual_seed(0)
+    loss = trainer.training_step(trainer.model, dict(batch))
+    torch.manual_seed(0)
+    logits = trainer.model(input_ids=batch["input_ids"]).logits
+    labels = batch["labels"]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
+    weight = torch.linspace(1.0, 2.0, 8)[:, None].expand_as(labels)
+    expected = (weight * token_loss).sum() / (labels != -100).sum()
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sequence_rows_labelled_minus_100_are_not_recorded(tmp_path):
+    dataset = make_text_dataset(n=32)
+    labels = list(dataset["labels"])
+    labels[5] = labels[17] = -100
+    dataset = dataset.remove_columns("labels").add_column("labels", labels)
+    trainer = train_none(tmp_path, dataset)
+    state = trainer.pruning_state
+    assert state.frequency.tolist() == [1] * 32  # visited
+    assert torch.isnan(state.loss[[5, 17]]).all() and torch.isnan(state.entropy[[5, 17]]).all()
+    others = torch.ones(32, dtype=torch.bool)
+    others[[5, 17]] = False
+    assert torch.isfinite(state.loss[others]).all()
+
+
+def _mse_loss(outputs, labels, num_items_in_batch=None):
+    return outputs.logits.float().pow(2).mean()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_compute_loss_func_with_a_weighted_strategy_is_refused(tmp_path):
+    args = make_args(tmp_path, pruning_method="infobatch", num_train_epochs=4)
+    with pytest.raises(ValueError, match="per_example_loss_func"):
+        EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(), compute_loss_func=_mse_loss)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_weighted_strategy_weights_the_users_per_example_loss(tmp_path):
+    def per_example(outputs, labels):
+        loss = outputs.logits.float().pow(2).mean(-1)
+        return loss, torch.zeros_like(loss)
+
+    args = make_args(tmp_path, pruning_method="infobatch", num_train_epochs=4)
+    trainer = EMPTrainer(
+        model=make_bert(),
+        args=args,
+        train_dataset=make_text_dataset(n=8),
+        compute_loss_func=_mse_loss,
+        per_example_loss_func=per_example,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    trainer.pruning_state.tables["weight"][:8] = torch.linspace(1.0, 2.0, 8)
+    trainer.model.train()
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    torch.manual_seed(0)
+    logits = trainer.model(input_ids=batch["input_ids"]).logits
+    torch.testing.assert_close(loss, (torch.linspace(1.0, 2.0, 8) * logits.float().pow(2).mean(-1)).mean())

@@ -1,11 +1,11 @@
 """`PruningMixin` on its own: a config that is not a pruning config, and per-example values of the wrong shape."""
 
 import pytest
-from helpers import make_args, make_bert
 from transformers import Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, PruningArguments, PruningMixin
 from emp_hf.losses import per_example_stats
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 def test_per_example_values_of_the_wrong_shape_fail_instead_of_broadcasting(tmp_path, text_dataset):

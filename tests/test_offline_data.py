@@ -1,4 +1,4 @@
-"""Tests of `recipes/offline_data.py`: the real files installed by `make setup`, and small synthetic copies."""
+"""Tests of `emp_hf_dev.offline_data`: the real files installed by `make setup`, and small synthetic copies."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import offline_data as od
 import pytest
 import torch
 from datasets import DatasetDict
+
+from emp_hf_dev import offline_data as od
 
 needs_sentiment = pytest.mark.skipif(not od.sentiment_available(), reason="VADER sentences not installed (make setup)")
 needs_fashion_mnist = pytest.mark.skipif(

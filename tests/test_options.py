@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from helpers import make_args, make_bert
 from transformers import HfArgumentParser
 
 from emp_hf import EMPConfig, EMPTrainer, PruningStrategy, Selection, StrategyOptions, register_strategy
@@ -14,6 +13,7 @@ from emp_hf.checkpoint import load_pruning_state, save_pruning_state
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
 from emp_hf.strategies.base import check_number
 from emp_hf.tracker import PruningState
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 @dataclass

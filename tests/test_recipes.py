@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from launching import accelerate_launch_cmd, run_processes
-from offline_data import fashion_mnist_available, sentiment_available
 
 from emp_hf.schedule import StepCounter
+from emp_hf_dev import recipe_runtime
+from emp_hf_dev.launching import accelerate_launch_cmd, run_processes
+from emp_hf_dev.offline_data import fashion_mnist_available, sentiment_available
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -41,7 +42,6 @@ def _load(name: str):
 
 glue = _load("glue")
 image_classification = _load("image_classification")
-recipe_utils = sys.modules["recipe_utils"]
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_unreachable_hub_fails_fast_without_offline_variable(tmp_path, monkeypat
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(recipe_utils, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(recipe_runtime, "_hub_reachable", lambda: False)
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match="sentiment_offline"):
         glue.main(["--task_name", "rte", "--model_name_or_path", "bert-base-uncased", "--output_dir", str(tmp_path)])
@@ -184,7 +184,7 @@ def test_unreachable_hub_fails_fast_without_offline_variable(tmp_path, monkeypat
 
 def test_hub_model_offline_names_the_offline_task(tmp_path, offline):
     with pytest.raises(OSError, match="--task_name sentiment_offline"):
-        recipe_utils.from_hub(
+        recipe_runtime.from_hub(
             glue.AutoConfig, "some-user/some-model-that-is-not-cached", offline_hint=glue.OFFLINE_HINT
         )
 
@@ -232,7 +232,8 @@ def test_a_config_mistake_from_the_shell_exits_2_with_one_line(tmp_path):
     import os
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(RECIPES)]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, str(RECIPES / "demo.py"), "--output_dir", str(tmp_path), "--pruning_method", "emp_"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2
@@ -267,7 +268,7 @@ def test_the_sft_recipe_asks_for_bf16_only_where_the_hardware_has_it(tmp_path, c
 
 
 def test_one_thread_per_core_that_other_jobs_leave_free():
-    threads_for = recipe_utils.threads_for
+    threads_for = recipe_runtime.threads_for
     assert [threads_for(free, 2) for free in (2.0, 1.8, 1.6, 1.0, 0.3, -6.0)] == [2, 2, 1, 1, 1, 1]
     assert threads_for(15.9, 8) == 8  # never more than torch's own default
 
@@ -284,7 +285,7 @@ class FakeStat:
 
 def test_the_core_meter_takes_this_process_own_cpu_time_off(monkeypatch):
     tick = __import__("os").sysconf("SC_CLK_TCK")
-    meter = recipe_utils.CoreMeter.__new__(recipe_utils.CoreMeter)
+    meter = recipe_runtime.CoreMeter.__new__(recipe_runtime.CoreMeter)
     meter.cpus = [0, 1]
     # 1 s on 2 cores: 2 * tick ticks in all. Busy 1.5 cores, of which this process's threads 1.0 core.
     meter._sample = FakeStat([(0, 0, 0.0), (1.5 * tick, 2 * tick, 1.0), (3.5 * tick, 4 * tick, 1.0)])
@@ -302,7 +303,7 @@ def _busy_loops(n: int, seconds: float):
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat (Linux)")
 def test_busy_processes_on_every_core_leave_torch_one_thread(capsys):
-    cores = recipe_utils.usable_cores()
+    cores = recipe_runtime.usable_cores()
     if cores > 4:
         pytest.skip("the test keeps every core busy; too many here")
     threads = torch.get_num_threads()
@@ -311,8 +312,8 @@ def test_busy_processes_on_every_core_leave_torch_one_thread(capsys):
         time.sleep(1.0)  # the loops started
         with pytest.MonkeyPatch.context() as patch:
             patch.delenv("OMP_NUM_THREADS", raising=False)
-            patch.setattr(recipe_utils, "_TORCH_DEFAULT_THREADS", torch.get_num_threads())
-            chosen = recipe_utils.set_torch_threads()
+            patch.setattr(recipe_runtime, "_TORCH_DEFAULT_THREADS", torch.get_num_threads())
+            chosen = recipe_runtime.set_torch_threads()
         assert chosen.meter is not None and chosen.threads == 1 == torch.get_num_threads()
         line = capsys.readouterr().out.strip()
         assert line.startswith(f"torch threads: 1 ({cores} cores, other jobs use ") and "OMP_NUM_THREADS" in line
@@ -324,16 +325,16 @@ def test_busy_processes_on_every_core_leave_torch_one_thread(capsys):
 
 
 def test_the_thread_count_follows_the_free_cores_while_training(monkeypatch):
-    monkeypatch.setattr(recipe_utils, "THREAD_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(recipe_runtime, "THREAD_CHECK_INTERVAL", 0.0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(recipe_utils, "usable_cores", lambda: 2)
-    monkeypatch.setattr(recipe_utils, "_TORCH_DEFAULT_THREADS", torch.get_num_threads())
+    monkeypatch.setattr(recipe_runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(recipe_runtime, "_TORCH_DEFAULT_THREADS", torch.get_num_threads())
     busy = iter([0.0, 1.2, 0.1, None])
-    monkeypatch.setattr(recipe_utils.CoreMeter, "others_busy", lambda self: next(busy))
-    monkeypatch.setattr(recipe_utils.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(recipe_runtime.CoreMeter, "others_busy", lambda self: next(busy))
+    monkeypatch.setattr(recipe_runtime.time, "sleep", lambda seconds: None)
     threads = torch.get_num_threads()
     try:
-        follower = recipe_utils.TorchThreads()
+        follower = recipe_runtime.TorchThreads()
         limit = min(2, threads)
         seen = [follower.threads]
         for _ in range(3):
@@ -347,7 +348,7 @@ def test_the_thread_count_follows_the_free_cores_while_training(monkeypatch):
 @pytest.mark.parametrize("how", ["flag", "environment", "torch.set_num_threads"])
 def test_a_thread_count_the_user_chose_is_kept_and_said(tmp_path, monkeypatch, capsys, how):
     threads = torch.get_num_threads()
-    monkeypatch.setattr(recipe_utils, "_TORCH_DEFAULT_THREADS", threads + 1)  # as if torch's default were another
+    monkeypatch.setattr(recipe_runtime, "_TORCH_DEFAULT_THREADS", threads + 1)  # as if torch's default were another
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     argv = ["--task_name", "sentiment_offline", "--output_dir", str(tmp_path)]
     try:
@@ -365,7 +366,7 @@ def test_a_thread_count_the_user_chose_is_kept_and_said(tmp_path, monkeypatch, c
             expected = "torch threads: 1 (set in this process by torch.set_num_threads)"
         assert torch.get_num_threads() == 1
         assert capsys.readouterr().out.strip() == expected
-        assert recipe_utils._torch_threads.meter is None  # fixed: nothing follows the load
+        assert recipe_runtime._torch_threads.meter is None  # fixed: nothing follows the load
     finally:
         torch.set_num_threads(threads)
 

@@ -11,7 +11,6 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
 from huggingface_hub import DatasetCard, constants
 
 import emp_hf
@@ -19,6 +18,7 @@ from emp_hf import EMPTrainer, PruningOptions, PruningState
 from emp_hf.export import export_pruning_record, record_from_trainer, save_pruning_record
 from emp_hf.load import load_pruning_record, select_rows
 from emp_hf.record import RECORD_FILE, DatasetMismatchError, PruningRecord, RecordOfflineError
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 N = 20
 

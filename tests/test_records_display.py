@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
 from transformers import BertConfig, BertForSequenceClassification
 
 from emp_hf import EMPTrainer, PruningState
@@ -15,6 +14,7 @@ from emp_hf.export import export_pruning_record, record_from_trainer
 from emp_hf.losses import model_name_of
 from emp_hf.plots import plot_frequency_histogram, plot_kept_fraction, plot_score_distribution
 from emp_hf.record import used_options
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TRAINING_DEFAULTS, make_args, make_bert, make_text_dataset
 from transformers import Trainer, TrainingArguments
 
 import emp_hf.checkpoint
@@ -22,6 +21,7 @@ from emp_hf.export import save_pruning_record
 from emp_hf.hub import _record_dir
 from emp_hf.load import load_pruning_record, select_rows
 from emp_hf.record import PLANS_FILE, RECORD_FILE, RecordFormatError
+from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_args, make_bert, make_text_dataset
 
 N = 32
 

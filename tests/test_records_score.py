@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer, PruningState
 from emp_hf.export import export_pruning_record
 from emp_hf.load import select_rows
 from emp_hf.record import PruningRecord
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 
 @pytest.fixture(scope="module", params=["random", "infobatch", "seta", "none"])

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert
 
 from emp_hf import EMPTrainer
 from emp_hf.sampler import EpochPlanner, epoch_generator
@@ -13,6 +12,7 @@ from emp_hf.schedule import EpochSchedule
 from emp_hf.strategies import build_strategy
 from emp_hf.strategies.rs2 import least_visited
 from emp_hf.tracker import PruningState
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 def test_an_epoch_takes_the_rows_not_yet_visited_in_the_round():

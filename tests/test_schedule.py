@@ -14,7 +14,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import PRUNING_CASES
 from torch.utils.data import BatchSampler, DataLoader
 
 from emp_hf.compat import retarget_lr_scheduler
@@ -22,6 +21,7 @@ from emp_hf.sampler import EpochPlanner, PruningSampler, epoch_generator
 from emp_hf.schedule import EpochSchedule, StepCounter
 from emp_hf.strategies import PruningOptions, build_strategy
 from emp_hf.tracker import PruningState
+from emp_hf_dev.fixtures import PRUNING_CASES
 
 
 # ---------------------------------------------------------------------------------------------- EpochSchedule

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-from helpers import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
 from transformers import HfArgumentParser
 
-trl = pytest.importorskip("trl")
+from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
 
-from offline_data import sentiment_available  # noqa: E402
+trl = pytest.importorskip("trl")
 
 from emp_hf import select_rows  # noqa: E402
 from emp_hf.export import export_pruning_record  # noqa: E402
@@ -23,6 +22,7 @@ from emp_hf.sft import (  # noqa: E402
     fused_causal_lm_stats,
     is_fused_output,
 )
+from emp_hf_dev.offline_data import sentiment_available  # noqa: E402
 
 SFT_DEFAULTS = dict(TRAINING_DEFAULTS, bf16=False, activation_checkpointing=False)  # SFTConfig: bf16 on
 
@@ -231,7 +231,7 @@ def test_sft_prunes_with_the_promised_steps(tmp_path, sft_data, method, one_thre
 
 @pytest.fixture
 def sft_recipe():
-    """`recipes/sft.py` as a module (its siblings import through pytest's `pythonpath`, as when run as a script)."""
+    """`recipes/sft.py` as a module (its runtime and data come from `emp_hf_dev`, as when run as a script)."""
     import importlib.util
     import sys
     from pathlib import Path

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_args, make_bert
 
 from emp_hf import EMPConfig, EMPTrainer
 from emp_hf.sampler import epoch_generator
 from emp_hf.strategies import build_strategy
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 def tables(loss, entropy, frequency):

@@ -9,12 +9,12 @@ import json
 
 import pytest
 import torch
-from helpers import make_args, make_bert
 from transformers import TrainerCallback
 
 from emp_hf import EMPTrainer
 from emp_hf.checkpoint import MANIFEST_FILE, STATE_FILE
 from emp_hf.tracker import TABLE_SPECS
+from emp_hf_dev.fixtures import make_args, make_bert
 
 
 class StopAt(TrainerCallback):

@@ -3,10 +3,10 @@ item 7)."""
 
 import pytest
 import torch
-from helpers import StopAt, make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.export import export_pruning_record
+from emp_hf_dev.fixtures import StopAt, make_args, make_bert, make_text_dataset
 
 
 class RowRecorder(EMPTrainer):

@@ -5,7 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import (
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from emp_hf import STRATEGIES, EMPConfig, EMPTrainer
+from emp_hf_dev.fixtures import (
     PRUNING_CASES,
     TRAINING_DEFAULTS,
     make_args,
@@ -14,9 +17,6 @@ from helpers import (
     make_text_dataset,
     make_vit,
 )
-from transformers import Trainer, TrainerCallback, TrainingArguments
-
-from emp_hf import STRATEGIES, EMPConfig, EMPTrainer
 
 METHOD_CASES = [*PRUNING_CASES, ("none", {"prune_ratio": None})]
 

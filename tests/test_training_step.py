@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_args, make_bert, make_text_dataset, make_tiny_llama
 from transformers import (
     BertForSequenceClassification,
     BertForTokenClassification,
@@ -18,6 +17,7 @@ from transformers import (
 )
 
 from emp_hf import EMPTrainer
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset, make_tiny_llama
 
 
 class WeightedLossTrainer(EMPTrainer):

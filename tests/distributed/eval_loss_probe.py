@@ -8,12 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for helpers
-
-from helpers import make_bert, make_text_dataset  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
+from emp_hf_dev.fixtures import make_bert, make_text_dataset  # noqa: E402
 
 
 def main(output_dir: str) -> None:

@@ -19,7 +19,6 @@ import os
 import sys
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -73,10 +72,10 @@ def main() -> int:
         if os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16":
             os.environ["ACCELERATE_MIXED_PRECISION"] = "no"  # CPU autocast is not what is being tested
 
-    from helpers import TRAINING_DEFAULTS, make_bert, make_text_dataset
     from transformers import Trainer, TrainingArguments
 
     from emp_hf import EMPConfig, EMPTrainer
+    from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_bert, make_text_dataset
 
     settings = {**TRAINING_DEFAULTS, "use_cpu": on_cpu, "logging_steps": 100, "num_train_epochs": 3}
     out = os.path.join(opts.output_dir, opts.trainer)

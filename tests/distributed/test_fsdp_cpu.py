@@ -8,7 +8,8 @@ accelerate 1.15's `fully_shard(input_embed)`, so the failure is not emp_hf's.
 import json
 
 import pytest
-from launching import ROOT, run_processes, torchrun_cmd
+
+from emp_hf_dev.launching import ROOT, run_processes, torchrun_cmd
 
 pytestmark = pytest.mark.distributed
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from launching import run_processes, torchrun_cmd
+
+from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 pytestmark = pytest.mark.distributed
 

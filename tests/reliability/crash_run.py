@@ -11,15 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from helpers import make_args, make_bert, make_text_dataset  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import emp_hf.checkpoint  # noqa: E402
 from emp_hf import EMPTrainer  # noqa: E402
+from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset  # noqa: E402
 
 
 class PrintSteps(TrainerCallback):

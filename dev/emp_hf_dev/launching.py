@@ -1,4 +1,4 @@
-"""Run a test script in fresh processes: a clean environment, a hard timeout, no hang left behind."""
+"""Run a test script in fresh processes (for the tests): a clean environment, a hard timeout, no hang left behind."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: dev/emp_hf_dev/launching.py
 CPU_2PROC_CONFIG = ROOT / "recipes" / "configs" / "cpu_2proc.yaml"
 
 

@@ -2,8 +2,8 @@
 torch's thread count, logging, Hub access that fails fast without network, image loading, training with resume, and
 the final report.
 
-The recipes import it as a sibling module (`from recipe_utils import ...`): running a recipe as a script
-(`python recipes/glue.py`, `accelerate launch recipes/glue.py`) puts its directory on `sys.path`.
+Not part of the `emp_hf` package: the recipes import it from the development package that `make setup` installs
+next to emp_hf (`from emp_hf_dev.recipe_runtime import ...`).
 """
 
 from __future__ import annotations

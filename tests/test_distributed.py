@@ -14,10 +14,10 @@ import types
 import numpy as np
 import pytest
 import torch
-from launching import run_processes, torchrun_cmd
 
 from emp_hf import EMPTrainer, PruningState
 from emp_hf.distributed import gather_observations
+from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 N = 2**24 + 10  # ~670 MB of per-row tables per state
 BIG = [2**24 + 1, 2**24 + 3, 2**24 + 5, 2**24 + 9]  # none is representable in float32

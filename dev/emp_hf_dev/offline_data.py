@@ -2,8 +2,8 @@
 that work without the Hugging Face Hub.
 
 All are installed by `make setup` (`scripts/setup.sh`); none is ever a silent fallback for a Hub dataset or
-model, callers choose them explicitly. Not part of the `emp_hf` package: scripts import it as a top-level module
-(`from offline_data import ...`) with `recipes/` on `sys.path` (a script in `recipes/` has it already).
+model, callers choose them explicitly. Not part of the `emp_hf` package: it is `emp_hf_dev.offline_data`, in the
+development package that `make setup` installs next to emp_hf (`from emp_hf_dev.offline_data import ...`).
 
 - `load_sentiment_sentences`: the 10,605 Rotten Tomatoes sentences of the VADER study (Hutto & Gilbert,
   ICWSM 2014, MIT), each with the mean rating of about 20 people on -4..+4. An SST-2-like binary task:

@@ -1,6 +1,7 @@
 """Test helpers: tiny random models built from configs and in-memory data (no Hub access).
 
-Import them with `from helpers import ...` (pytest puts `tests/` on the path); `conftest.py` holds only fixtures.
+Import them with `from emp_hf_dev.fixtures import ...` (tests, and the scripts the tests start in fresh processes);
+`tests/conftest.py` holds only pytest fixtures.
 """
 
 import datasets
@@ -13,7 +14,7 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from emp_hf import EMPConfig
+from emp_hf import EMPConfig, EMPTrainer
 from emp_hf.strategies.emp import EMP_SELECTIONS
 
 VOCAB = 64
@@ -185,3 +186,35 @@ def make_prompt_completion_dataset(n: int = 32, seed: int = 0) -> datasets.Datas
         prompts.append("Review: " + " ".join(words) + " Sentiment:")
         completions.append(" positive" if positive else " negative")
     return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def train_none(tmp_path, dataset, name: str = "out", **kwargs) -> EMPTrainer:
+    """One epoch of `pruning_method="none"` on `dataset`, trained, in `tmp_path / name`."""
+    args = make_args(tmp_path / name, pruning_method="none", prune_ratio=None, num_train_epochs=1, **kwargs)
+    trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=dataset)
+    trainer.train()
+    return trainer
+
+
+#: The ways `damage_pruning_state` breaks a checkpoint's pruning state.
+STATE_DAMAGES = ["truncated manifest", "empty-dict manifest", "list manifest", "truncated state", "byte-flipped state"]
+
+
+def damage_pruning_state(path, how: str) -> None:
+    """Break the pruning state in checkpoint folder `path` in one of the `STATE_DAMAGES` ways."""
+    if how == "truncated manifest":
+        (path / "pruning_state.json").write_text('{"sha256": "ab')
+    elif how == "empty-dict manifest":
+        (path / "pruning_state.json").write_text("{}")
+    elif how == "list manifest":
+        (path / "pruning_state.json").write_text("[]")
+    elif how == "truncated state":
+        data = (path / "pruning_state.pt").read_bytes()
+        (path / "pruning_state.pt").write_bytes(data[:300])
+    elif how == "byte-flipped state":
+        data = bytearray((path / "pruning_state.pt").read_bytes())
+        data[60] ^= 0xFF
+        data[200] ^= 0xFF
+        (path / "pruning_state.pt").write_bytes(bytes(data))
+    else:
+        raise ValueError(f"unknown damage {how!r}: choose one of {STATE_DAMAGES}")
