@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+from transformers.utils import logging
 
 try:
     import datasets
 except ImportError:  # pragma: no cover - datasets is a dependency
     datasets = None
+
+logger = logging.get_logger(__name__)
 
 #: Rows read per `datasets.IterableDataset.iter` batch when a dataloader worker reads the whole stream.
 READ_BATCH = 256
@@ -212,3 +215,14 @@ def rows_per_turn(accelerator: Any, batch_size: int) -> int:
 def dataset_rows(dataset: Any) -> int:
     """The training set's rows: a stream's `num_rows` (its `len` is the current plan's), else `len(dataset)`."""
     return dataset.num_rows if isinstance(dataset, PrunedStream) else len(dataset)
+
+
+def warn_if_cut_short(dataset: Any, epoch: int, trained: int, planned: int) -> None:
+    """A streamed epoch that stopped early (`max_steps`, a callback) trained a prefix of the stream, not of the
+    plan: its statistics are right, but the record's `trained_plans` (the plan's first rows) names other rows."""
+    if isinstance(dataset, PrunedStream):
+        logger.warning(
+            f"Epoch {epoch} of the streamed training set stopped after {trained} of its plan's {planned} rows: the "
+            "statistics hold the rows it trained (the first in the stream's order), but the pruning record counts "
+            "the plan's first rows as trained for that epoch."
+        )

@@ -45,7 +45,7 @@ from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter
 from .strategies import build_strategy
 from .strategies.base import option_defaults
-from .streaming import PrunedStream, dataset_rows, prunable_stream, rows_per_turn
+from .streaming import PrunedStream, dataset_rows, prunable_stream, rows_per_turn, warn_if_cut_short
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
@@ -457,6 +457,7 @@ class PruningMixin(TrainerLoopHooks):
         trained = self._micro_batches_run * counter.batch_size * counter.num_processes
         if trained < state.epoch_plan_sizes[epoch]:
             state.metadata.setdefault("trained_rows", {})[str(epoch)] = trained
+            warn_if_cut_short(self.train_dataset, epoch, trained, state.epoch_plan_sizes[epoch])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """`Trainer.log`; each training log (the one with `loss`) also carries the pruning summary."""

@@ -13,7 +13,7 @@ import datasets
 import pytest
 import torch
 from datasets.distributed import split_dataset_by_node
-from helpers import make_args, make_bert, make_text_dataset
+from helpers import StopAt, make_args, make_bert, make_text_dataset
 
 from emp_hf import EMPTrainer
 from emp_hf.config import INDEX_COLUMN
@@ -185,3 +185,29 @@ def test_a_stream_that_does_not_match_its_ids_stops_training(tmp_path, one_threa
     )
     with pytest.raises(ValueError, match=message):
         trainer.train()
+
+
+@pytest.mark.parametrize("method", ["random", "emp"])
+def test_a_resumed_streamed_run_equals_the_uninterrupted_one(tmp_path, one_thread, method):
+    """Stopped at step 10 (inside epoch 1, after a checkpoint) and resumed: the resumed epoch's plan is read back
+    and the Trainer skips the micro-batches already trained, which are the stream's first rows of that plan."""
+    data = indexed()
+    options = dict(pruning_method=method, pruning_num_rows=N, save_strategy="steps", save_steps=100)
+    full = train(tmp_path, "full", data.to_iterable_dataset(num_shards=2), **options)
+    args = make_args(tmp_path / "cut", num_train_epochs=4, **options)
+    first = RecordingTrainer(
+        model=make_bert(),
+        args=args,
+        train_dataset=data.to_iterable_dataset(num_shards=2),
+        callbacks=[StopAt(10, True)],
+    )
+    first.train()
+    resumed = RecordingTrainer(model=make_bert(), args=args, train_dataset=data.to_iterable_dataset(num_shards=2))
+    resumed.train(resume_from_checkpoint=True)
+    a, b = resumed.pruning_state, full.pruning_state
+    assert all(torch.equal(x, y) for x, y in zip(a.plans, b.plans, strict=True))
+    assert torch.equal(a.frequency, b.frequency) and torch.equal(a.last_epoch, b.last_epoch)
+    for name in a.tracked:
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), equal_nan=True)
+    assert resumed.state.global_step == full.state.global_step
+    assert first.trained[1] + resumed.trained[1] == full.trained[1]  # the two halves of epoch 1 tile it
