@@ -211,3 +211,21 @@ def test_a_resumed_streamed_run_equals_the_uninterrupted_one(tmp_path, one_threa
         torch.testing.assert_close(getattr(a, name), getattr(b, name), equal_nan=True)
     assert resumed.state.global_step == full.state.global_step
     assert first.trained[1] + resumed.trained[1] == full.trained[1]  # the two halves of epoch 1 tile it
+
+
+def test_the_sft_trainer_refuses_to_prune_a_stream(tmp_path):
+    pytest.importorskip("trl")
+    from helpers import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_llama, make_word_tokenizer
+
+    from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer
+
+    data = make_prompt_completion_dataset(16)
+    tokenizer = make_word_tokenizer(list(data["prompt"]) + list(data["completion"]))
+    args = EMPSFTConfig(output_dir=str(tmp_path), **dict(TRAINING_DEFAULTS, bf16=False), pruning_num_rows=16)
+    with pytest.raises(ValueError, match="EMPSFTTrainer does not prune a streamed training set"):
+        EMPSFTTrainer(
+            model=make_tiny_llama(len(tokenizer)),
+            args=args,
+            train_dataset=data.to_iterable_dataset(),
+            processing_class=tokenizer,
+        )
