@@ -83,6 +83,7 @@ TRAINER_SIGNATURES: dict[str, tuple[str, ...]] = {
     "log": ("logs", "start_time"),
     "save_model": ("output_dir", "_internal_call"),
     "_get_output_dir": ("trial",),
+    "get_train_dataloader": (),
 }
 
 #: Private attributes of `transformers.Trainer` that `PruningMixin` reads, and the method whose source sets each.

@@ -75,6 +75,13 @@ class PruningArguments(PruningOptions):
         default=INDEX_COLUMN,
         metadata={"help": "Name of the column that carries each example's row index through the batch."},
     )
+    pruning_num_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "The number of rows of a streamed (iterable) training set, whose rows carry their ids 0..N-1 in "
+            "pruning_index_column. Default: the split size in the dataset's info, else its len()."
+        },
+    )
     ignore_pruning_state_mismatch: bool = field(
         default=False,
         metadata={
@@ -156,6 +163,12 @@ class PruningArguments(PruningOptions):
             raise invalid_option(self, "pruning_seed", "it must be an integer or None.")
         if not isinstance(self.pruning_index_column, str) or not self.pruning_index_column:
             raise invalid_option(self, "pruning_index_column", "it must be a non-empty column name.")
+        if self.pruning_num_rows is not None and (
+            isinstance(self.pruning_num_rows, bool)
+            or not isinstance(self.pruning_num_rows, int)
+            or self.pruning_num_rows < 1
+        ):
+            raise invalid_option(self, "pruning_num_rows", "it must be a whole number of rows >= 1, or None.")
         self._validate_pruning_kwargs()
         if self.push_pruning_record and os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
             raise invalid_option(

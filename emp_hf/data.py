@@ -34,13 +34,12 @@ def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
     Works for `datasets.Dataset` (also with `set_transform`/`with_transform`: the transform is wrapped so
     the index survives it) and for torch map-style datasets whose items are mappings. Idempotent; an existing
     `column` that is not exactly 0..N-1 (a dataset shuffled, selected or filtered after indexing) is rebuilt.
-    Iterable datasets are rejected: dynamic pruning needs random access to rows.
+    Iterable datasets are rejected (`emp_hf.streaming` prunes those by filtering the stream).
     """
     if is_iterable(dataset):
         raise TypeError(
-            "Dynamic data pruning needs random access to rows, but the training dataset is an IterableDataset. "
-            "Pass a map-style dataset (e.g. load_dataset(..., streaming=False)), or train it with "
-            "pruning_method='none'."
+            "Row indices need random access to rows, but the dataset is an IterableDataset: EMPTrainer prunes a "
+            "streamed dataset by filtering it (its rows carry their ids; see docs/distributed.md#streamed-datasets)."
         )
     if datasets is not None and isinstance(dataset, datasets.Dataset):
         return _add_to_hf_dataset(dataset, column)

@@ -26,6 +26,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     raise ImportError("emp_hf.sft needs TRL: pip install 'emp_hf[trl]'") from error
 
 from .config import PruningArguments
+from .data import is_iterable
 from .losses import IGNORE_INDEX, categorical_stats
 from .trainer import PruningMixin
 
@@ -173,6 +174,13 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
         # TRL tokenizes, truncates and filters the training set: a column of the user's row numbers rides through,
         # so the record maps every trained row back to the user's dataset (`select_rows(raw, record)`).
         self._raw_source = None
+        pruning = getattr(args, "pruning_method", "none") != "none"
+        if pruning and train_dataset is not None and is_iterable(train_dataset):
+            raise ValueError(
+                "EMPSFTTrainer does not prune a streamed training set (TRL tokenizes, truncates and may drop its "
+                "rows, so the row ids and the row count would not hold): pass a map-style dataset, or use "
+                "pruning_method='none' to train the stream as SFTTrainer does."
+            )
         if isinstance(train_dataset, datasets.Dataset) and SOURCE_ROW_COLUMN not in train_dataset.column_names:
             self._raw_source = {"fingerprint": train_dataset._fingerprint, "num_rows": len(train_dataset)}
             train_dataset = train_dataset.add_column(SOURCE_ROW_COLUMN, list(range(len(train_dataset))))

@@ -47,6 +47,7 @@ from .sampler import EpochPlanner, PruningSampler
 from .schedule import EpochSchedule, StepCounter
 from .strategies import build_strategy
 from .strategies.base import option_defaults
+from .streaming import PrunedStream, dataset_rows, prunable_stream, rows_per_turn, warn_if_cut_short
 from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
@@ -108,7 +109,7 @@ class PruningMixin(TrainerLoopHooks):
             )
         check_index_column(model, args)
         if train_dataset is not None and is_iterable(train_dataset) and args.pruning_method != "none":
-            add_row_index(train_dataset, args.pruning_index_column)  # raises: pruning needs random access to rows
+            train_dataset = prunable_stream(train_dataset, args.pruning_index_column, args.pruning_num_rows)
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
         # Index the dataset the trainer trains on (TRL's trainers tokenize, filter and shuffle it in __init__).
         self._indexed_dataset: Any = None
@@ -161,7 +162,13 @@ class PruningMixin(TrainerLoopHooks):
         dataset = self.train_dataset
         if dataset is None or dataset is self._indexed_dataset:
             return
-        if is_iterable(dataset):  # only `none` gets here (a pruning method refused it at construction)
+        if is_iterable(dataset) and not self._trains_like_trainer:  # pruned by filtering the stream (streaming.py)
+            args = self.args
+            self.train_dataset = self._indexed_dataset = prunable_stream(
+                dataset, args.pruning_index_column, args.pruning_num_rows
+            )
+            return
+        if is_iterable(dataset):  # only `none` gets here
             logger.warning(
                 "The training dataset is an IterableDataset: pruning_method='none' trains on it as Trainer does, "
                 "without per-row statistics (they need a row index: use a map-style dataset to record them)."
@@ -182,13 +189,14 @@ class PruningMixin(TrainerLoopHooks):
     @property
     def _tracks_rows(self) -> bool:
         """Whether the training set has a row index (every map-style dataset; not a streamed one under `none`)."""
-        return self.train_dataset is not None and not is_iterable(self.train_dataset)
+        dataset = self.train_dataset
+        return dataset is not None and (isinstance(dataset, PrunedStream) or not is_iterable(dataset))
 
     def _new_pruning_state(self) -> PruningState | None:
         if not self._tracks_rows:
             return None
         state = PruningState(
-            len(self.train_dataset),
+            dataset_rows(self.train_dataset),
             ema_decay=self.args.ema_decay,
             device=self.args.device,
             track=self.strategy.required_tables,
@@ -318,12 +326,20 @@ class PruningMixin(TrainerLoopHooks):
             self._sampler = None
             return super()._get_train_sampler(train_dataset)
         self._sampler = PruningSampler(self._planner)
+        if isinstance(train_dataset, PrunedStream):  # the stream keeps each plan's rows, in its own order
+            train_dataset.follow(self._sampler, rows_per_turn(self.accelerator, self._train_batch_size))
+            return None
         order = str(self.args.train_sampling_strategy)
         if order in ("group_by_length", "sequential"):  # the plan's rows, in the order Trainer would use
             lengths = self._row_lengths() if order == "group_by_length" else None
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return PlanOrderSampler(self._sampler, order, lengths, batch)
         return self._sampler
+
+    def get_train_dataloader(self) -> Any:
+        if isinstance(self.train_dataset, PrunedStream):  # the Trainer asks no sampler of a stream: plan it here
+            self._get_train_sampler(self.train_dataset)
+        return super().get_train_dataloader()
 
     def _prepare_pruning(self) -> None:
         """Fix the step counter, the number of epochs and the planner before the dataloader is built."""
@@ -401,9 +417,10 @@ class PruningMixin(TrainerLoopHooks):
         self._epoch = epoch
         if self.pruning_state is None:  # `none` on a streamed dataset: nothing to record
             return None
-        if len(self.train_dataset) != self.pruning_state.num_rows:
+        rows = dataset_rows(self.train_dataset)
+        if rows != self.pruning_state.num_rows:
             raise RuntimeError(
-                f"The training dataset changed length during training: {len(self.train_dataset)} rows at epoch "
+                f"The training dataset changed length during training: {rows} rows at epoch "
                 f"{epoch}, {self.pruning_state.num_rows} when training started. Its rows must stay the same for "
                 "the whole run; start a new run (a new output_dir) to train on other data."
             )
@@ -443,6 +460,7 @@ class PruningMixin(TrainerLoopHooks):
         trained = self._micro_batches_run * counter.batch_size * counter.num_processes
         if trained < state.epoch_plan_sizes[epoch]:
             state.metadata.setdefault("trained_rows", {})[str(epoch)] = trained
+            warn_if_cut_short(self.train_dataset, epoch, trained, state.epoch_plan_sizes[epoch])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """`Trainer.log`; each training log (the one with `loss`) also carries the pruning summary."""

@@ -118,7 +118,7 @@ def test_none_trains_a_streamed_dataset_as_trainer(tmp_path, caplog):
     output = none.train()
     _assert_same_training(plain, none)
     assert none.pruning_state is None and output.global_step == 10
-    with pytest.raises(TypeError, match="random access"):
+    with pytest.raises(ValueError, match="pruning_num_rows"):  # a pruned stream needs its number of rows
         EMPTrainer(model=RegressionModel(), args=make_args(tmp_path, pruning_method="emp"), train_dataset=Stream())
 
 
