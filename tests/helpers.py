@@ -13,7 +13,7 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from emp_hf import EMPConfig
+from emp_hf import EMPConfig, EpochContext
 from emp_hf.strategies.emp import EMP_SELECTIONS
 
 VOCAB = 64
@@ -185,3 +185,18 @@ def make_prompt_completion_dataset(n: int = 32, seed: int = 0) -> datasets.Datas
         prompts.append("Review: " + " ".join(words) + " Sentiment:")
         completions.append(" positive" if positive else " negative")
     return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def context_for(tables: dict[str, torch.Tensor], num_keep: int | None = None, epoch: int = 1) -> EpochContext:
+    """The `EpochContext` of pruned epoch `epoch` (after one warm-up epoch, of `epoch + 1`) of a run on the rows of
+    `tables`, keeping `num_keep` of them: what the planner would hand a strategy's `score`/`select` called directly."""
+    num_rows = tables["frequency"].numel()
+    return EpochContext(
+        epoch=epoch,
+        phase="pruned",
+        num_epochs=epoch + 1,
+        num_rows=num_rows,
+        num_keep=num_rows if num_keep is None else num_keep,
+        warmup_epochs=1,
+        anneal_epochs=0,
+    )
