@@ -141,6 +141,19 @@ def test_traits_follow_the_options(name, options, fixed_budget, uses_weights):
     assert STRATEGIES[name].traits_for(strategy.options) == traits  # what the config asks before building it
 
 
+def test_a_score_ranks_by_entropy_where_its_options_weigh_it():
+    ranks = {
+        ("emp", 1.0): True,
+        ("emp", 0.0): False,
+        ("small_loss", 1.0): True,
+        ("small_loss", 0.0): False,
+        ("ucb", 1.0): False,
+    }
+    for (name, weight), expected in ranks.items():
+        options = PruningOptions(memory_weight=weight, small_loss_memory_weight=weight)
+        assert build_strategy(name, options).traits.ranks_by_entropy == expected, (name, weight)
+
+
 def test_each_strategy_declares_its_traits_in_one_value():
     for name, cls in STRATEGIES.items():
         for flag in (*FORMER_FLAGS, "set_epoch"):
