@@ -183,7 +183,8 @@ class StrategyTraits:
     #: The per-row tables the strategy reads or records ("score": what it ranked by; "weight": its loss weights).
     #: Only these are kept (at 4 bytes per row each), plus "frequency" and "last_epoch" (2 bytes each), always.
     required_tables: frozenset[str] = ALL_TABLES
-    #: Whether the score weighs the predictive entropy (a regression head has none: the score is then the loss's).
+    #: Whether the score weighs the predictive entropy (a regression head has none: the trainer warns that such a
+    #: score reduces to the loss).
     ranks_by_entropy: bool = False
 
     def __post_init__(self) -> None:
