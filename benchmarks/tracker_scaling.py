@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         row = {"num_rows": n, "strategies": {}}
         for label, method, options in specs:
-            track = build_strategy(method, options).required_tables
+            track = build_strategy(method, options).traits.required_tables
             state = filled_state(n, track, device, args.seed)
             entry = {"table_bytes_per_row": state.table_bytes() / n, "tables": sorted(state.tracked)}
             if label == specs[0][0]:

@@ -131,7 +131,7 @@ def measure(opts: argparse.Namespace) -> list[dict]:
     ]
     logits = torch.randn(b, opts.classes, generator=g).to(device, torch.bfloat16)
     labels = torch.randint(0, opts.classes, (b,), generator=g).to(device)
-    track = build_strategy(opts.method, PruningOptions()).required_tables
+    track = build_strategy(opts.method, PruningOptions()).traits.required_tables
     epoch = [0]
 
     def buffered() -> None:

@@ -6,7 +6,16 @@ from .export import export_pruning_record, save_pruning_record
 from .load import load_pruning_record, select_rows
 from .record import DatasetMismatchError, PruningRecord, RecordFormatError
 from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
-from .strategies import STRATEGIES, PruningOptions, PruningStrategy, Selection, StrategyOptions, register_strategy
+from .strategies import (
+    STRATEGIES,
+    EpochContext,
+    PruningOptions,
+    PruningStrategy,
+    Selection,
+    StrategyOptions,
+    StrategyTraits,
+    register_strategy,
+)
 from .tracker import PruningState
 from .trainer import EMPTrainer, PruningMixin
 from .version import __version__ as __version__
@@ -32,6 +41,7 @@ __all__ = [
     "EMPSeq2SeqConfig",
     "EMPSeq2SeqTrainer",
     "EMPTrainer",
+    "EpochContext",
     "PruningArguments",
     "PruningMixin",
     "PruningOptions",
@@ -43,6 +53,7 @@ __all__ = [
     "RowIndexedDataset",
     "Selection",
     "StrategyOptions",
+    "StrategyTraits",
     "add_row_index",
     "argument_errors",
     "export_pruning_record",

@@ -23,7 +23,7 @@ class StepBudget:
     counter: StepCounter
     #: The run's schedule options (rows, ratio, warm-up, anneal); its `num_epochs` is each question's own.
     options: EpochSchedule
-    #: Whether every pruned epoch visits exactly `num_keep` rows (see `PruningStrategy.fixed_budget`).
+    #: Whether every pruned epoch visits exactly `num_keep` rows (see `StrategyTraits.fixed_budget`).
     fixed_budget: bool = True
     #: For an open budget: whether a pruned epoch visits at most `num_keep` rows.
     at_most_num_keep: bool = False

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from .strategies import STRATEGIES, PruningOptions, StrategyOptions
+from .strategies import STRATEGIES, PruningOptions, StrategyOptions, StrategyTraits
 from .strategies.base import DEFAULT_PRUNE_RATIO, check_number, invalid_option, is_number
 
 INDEX_COLUMN = "emp_row_index"
@@ -129,27 +129,46 @@ class PruningArguments(PruningOptions):
             self.dataloader_pin_memory = _accelerator_available()
         if self.pruning_method not in STRATEGIES:
             raise invalid_option(self, "pruning_method", f"choose one of {sorted(STRATEGIES)}.")
-        if self.prune_ratio is None:
-            self.prune_ratio = 0.0 if self.pruning_method == "none" else DEFAULT_PRUNE_RATIO
-        if is_number(self.prune_ratio):
-            self.prune_ratio = float(self.prune_ratio)
-        if self.pruning_anneal_fraction is None:
-            self.pruning_anneal_fraction = STRATEGIES[self.pruning_method].default_anneal_fraction
         if isinstance(self.pruning_kwargs, str):  # a JSON object from the command line
             try:
                 self.pruning_kwargs = json.loads(self.pruning_kwargs)
             except json.JSONDecodeError as error:
                 raise invalid_option(self, "pruning_kwargs", f"it is not a JSON object ({error}).") from None
+        if self.prune_ratio is None:
+            self.prune_ratio = DEFAULT_PRUNE_RATIO if self._traits_as_given().prunes else 0.0
+        if is_number(self.prune_ratio):
+            self.prune_ratio = float(self.prune_ratio)
+        if self.pruning_anneal_fraction is None:
+            self.pruning_anneal_fraction = self._traits_as_given().default_anneal_fraction
         # StrategyOptions.__post_init__: validate_options() below, then the TrainingArguments side's __post_init__.
         super().__post_init__()
         self._check_strategy_options()
 
+    def _traits_as_given(self) -> StrategyTraits:
+        """The traits of `pruning_method` with the options as given, which decide the defaults of `prune_ratio` (an
+        unset one counts as the default meanwhile) and `pruning_anneal_fraction`, and the checks below.
+
+        Asked before the options are validated: options that do not build (a bad value, which the validation names
+        with this config's class, or `strategy_options` afterwards) count as `StrategyTraits()` meanwhile.
+        """
+        strategy = STRATEGIES[self.pruning_method]
+        ratio = DEFAULT_PRUNE_RATIO if self.prune_ratio is None else self.prune_ratio
+        kwargs = self.pruning_kwargs if isinstance(self.pruning_kwargs, dict) else {}
+        try:
+            options = strategy.options_class.from_values(self, **{**kwargs, "prune_ratio": ratio})
+        except (TypeError, ValueError):
+            return StrategyTraits()
+        return strategy.traits_for(options)
+
     def validate_options(self) -> None:
         """Check every pruning option (the strategies' through `super()`) and its fit with the training options."""
         super().validate_options()
-        if self.pruning_method == "none" and self.prune_ratio > 0:
+        traits = self._traits_as_given()
+        if not traits.prunes and self.prune_ratio > 0:
             raise invalid_option(
-                self, "prune_ratio", "pruning_method='none' never prunes; leave prune_ratio unset or pick a method."
+                self,
+                "prune_ratio",
+                f"pruning_method={self.pruning_method!r} never prunes; leave prune_ratio unset or pick a method.",
             )
         if isinstance(self.pruning_warmup_epochs, bool) or not isinstance(self.pruning_warmup_epochs, int):
             raise invalid_option(self, "pruning_warmup_epochs", "it must be a whole number of epochs >= 0.")
@@ -174,13 +193,13 @@ class PruningArguments(PruningOptions):
             raise invalid_option(
                 self, "push_pruning_record", "HF_HUB_OFFLINE is set, so nothing can be pushed; unset one of them."
             )
-        if self.auto_find_batch_size and self.pruning_method != "none":
+        if self.auto_find_batch_size and traits.prunes:
             raise ValueError(
                 f"{type(self).__name__}.auto_find_batch_size=True is not supported with pruning_method="
                 f"{self.pruning_method!r}: the plans and step budget are fixed for one batch size. Set "
                 "per_device_train_batch_size instead (pruning_method='none' takes auto_find_batch_size)."
             )
-        if self.pruning_method != "none" and self.max_steps <= 0:
+        if traits.prunes and self.max_steps <= 0:
             epochs = self.num_train_epochs
             if not is_number(epochs) or epochs != int(epochs) or epochs < 1:
                 raise invalid_option(

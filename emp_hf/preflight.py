@@ -18,6 +18,7 @@ from transformers.utils import find_labels
 from .config import INDEX_COLUMN, PruningArguments
 from .losses import unwrap_peft
 from .schedule import EpochSchedule, StepCounter
+from .strategies import StrategyTraits
 
 
 @contextlib.contextmanager
@@ -54,10 +55,10 @@ def check_index_column(model: Any, args: PruningArguments) -> None:
         )
 
 
-def check_sampling_strategy(args: PruningArguments) -> None:
+def check_sampling_strategy(args: PruningArguments, traits: StrategyTraits) -> None:
     """Pruning methods order each plan as 'random', 'group_by_length' or 'sequential'; refuse the others."""
     strategy = str(getattr(args, "train_sampling_strategy", "random"))
-    if args.pruning_method != "none" and strategy not in PLAN_ORDERS:
+    if traits.prunes and strategy not in PLAN_ORDERS:
         raise ValueError(
             f"train_sampling_strategy={strategy!r} is not supported with pruning_method={args.pruning_method!r}: "
             "it rebalances Trainer's own batches, while each epoch trains on the pruning plan's rows. Use 'random' "
@@ -79,9 +80,9 @@ def check_accelerator(accelerator: Any) -> None:
         )
 
 
-def check_drop_last(counter: StepCounter, schedule: EpochSchedule, args: PruningArguments) -> None:
+def check_drop_last(counter: StepCounter, schedule: EpochSchedule, traits: StrategyTraits) -> None:
     """With `dataloader_drop_last`, refuse a plan smaller than one global batch (its epoch has no batch)."""
-    if not counter.drop_last or args.pruning_method == "none":
+    if not counter.drop_last or not traits.prunes:
         return
     global_batch = counter.batch_size * counter.num_processes
     for size, what in ((schedule.num_rows, "the training set"), (schedule.num_keep, "a pruned epoch's plan")):

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import datasets
@@ -28,7 +29,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from transformers.utils import logging
 
 from .checkpoint import STATE_FILE, atomic_write, atomic_write_bytes, newer, newest_pruning_state
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, PruningStrategy, StrategyTraits
 from .tracker import DERIVED_SCORE_TABLE, PruningState
 from .version import __version__
 
@@ -62,18 +63,11 @@ QUANTILE_LABELS = ("min", "p10", "p25", "p50", "p75", "p90", "max")
 
 def score_definition(method: str | None, options: Mapping[str, Any] | None = None, *, derived: bool = False) -> str:
     """What a record's `score` column is, in words (the y-label of its plots, a line of `emp-hf inspect`)."""
-    options = options or {}
+    strategy = STRATEGIES.get(method) if isinstance(method, str) else None
+    if strategy is not None:
+        return strategy.score_description(options or {}, derived=derived)
     if derived:
-        if method in ("infobatch", "seta"):
-            return f"last observed loss (what {method} ranks by)"
         return f"last observed loss ({method or 'the strategy'} keeps no score of its own)"
-    if method == "emp":
-        return f"EMP score: loss + {options.get('memory_weight', 1.0)} x predictive entropy"
-    if method == "ucb":
-        bonus = "sqrt(EMA variance)" if options.get("ucb_exploration", "variance") == "variance" else "visit bonus"
-        return f"UCB score: EMA loss + {options.get('ucb_c', 1.0)} x {bonus}"
-    if method == "epsilon_greedy":
-        return "EMA of the loss"
     return f"what {method or 'the strategy'} ranked by at its last plan"
 
 
@@ -94,17 +88,21 @@ def used_options(metadata: Mapping[str, Any]) -> dict[str, Any]:
         bookkeeping = {"pruning_method", "prune_ratio", "model_name", "planned_epochs", "global_step"}
         return {k: v for k, v in sorted(options.items()) if k not in bookkeeping}
     names = {f.name for f in dataclasses.fields(strategy.options_class)} - {"prune_ratio"}
-    if method != "none":
+    traits = _recorded_traits(strategy, options)
+    if traits.prunes:
         names |= set(SCHEDULE_OPTIONS)
-    tables = strategy.required_tables
-    if not isinstance(tables, frozenset):  # a property of the instance (emp): its default options decide
-        try:
-            tables = strategy().required_tables
-        except Exception:  # noqa: BLE001  (a strategy that needs options: keep the EMA decay in view)
-            tables = frozenset({"ema_mean"})
-    if "ema_mean" in tables:
+    if "ema_mean" in traits.required_tables:
         names.add("ema_decay")
     return {k: options[k] for k in sorted(names) if k in options}
+
+
+def _recorded_traits(strategy: type[PruningStrategy], options: Mapping[str, Any]) -> StrategyTraits:
+    """The traits of `strategy` with a record's `options`; options it cannot build from count as the default
+    traits, with the EMA decay kept in view."""
+    try:
+        return strategy.traits_for(strategy.options_class.from_values(SimpleNamespace(**options)))
+    except Exception:  # noqa: BLE001  (a record of options this emp_hf refuses)
+        return StrategyTraits(required_tables=frozenset({"ema_mean"}))
 
 
 class DatasetMismatchError(ValueError):

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Sampler
 
 from .schedule import EpochSchedule
-from .strategies import PruningStrategy
+from .strategies import EpochContext, PruningStrategy
 from .tracker import PruningState
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, epoch) over the 64-bit seed space
@@ -48,13 +48,17 @@ class EpochPlanner:
         """Plan the epochs not yet planned by `schedule` (an open budget refitted to `max_steps`)."""
         self.schedule = schedule
 
-    def _begin_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
-        """The flushed tables, the strategy told the epoch, the scores recorded."""
+    def context(self, epoch: int) -> EpochContext:
+        """What the strategy is told of `epoch`: its place in the current schedule."""
+        return EpochContext.of(self.schedule, epoch)
+
+    def _begin_epoch(self, epoch: int) -> tuple[dict[str, torch.Tensor], EpochContext]:
+        """The flushed tables and the epoch's context, the scores at that epoch recorded."""
         tables = self.state.device_tables()
-        self.strategy.set_epoch(epoch, self.schedule)
+        context = self.context(epoch)
         if "score" in tables:
-            self.state.set_scores(self.strategy.score(tables))
-        return tables
+            self.state.set_scores(self.strategy.score(tables, context))
+        return tables, context
 
     def plan(self, epoch: int) -> torch.Tensor:
         """The plan of `epoch`; decided from the current state if it is the next unplanned epoch."""
@@ -63,11 +67,11 @@ class EpochPlanner:
             return plans[epoch]
         if epoch > len(plans):
             raise RuntimeError(f"Cannot plan epoch {epoch} before epoch {len(plans)}.")
-        tables = self._begin_epoch(epoch)
+        tables, context = self._begin_epoch(epoch)
         rows, weight = None, None
-        if self.schedule.phase(epoch) == "pruned":
+        if context.phase == "pruned":
             generator = epoch_generator(self.seed, epoch, self.state.device)
-            selection = self.strategy.select(tables, self.schedule.num_keep, generator)
+            selection = self.strategy.select(tables, context.num_keep, generator, context)
             rows, weight = selection.rows, selection.weight
         return self.state.record_selection(epoch, rows, order_seed(self.seed, epoch), weight)
 

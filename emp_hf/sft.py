@@ -28,6 +28,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 from .config import PruningArguments
 from .data import is_iterable
 from .losses import IGNORE_INDEX, categorical_stats
+from .strategies import build_strategy
 from .trainer import PruningMixin
 
 #: Whether this TRL computes the loss with its fused LM head (per-token log-probabilities, no logits).
@@ -174,7 +175,10 @@ class EMPSFTTrainer(PruningMixin, SFTTrainer):
         # TRL tokenizes, truncates and filters the training set: a column of the user's row numbers rides through,
         # so the record maps every trained row back to the user's dataset (`select_rows(raw, record)`).
         self._raw_source = None
-        pruning = getattr(args, "pruning_method", "none") != "none"
+        pruning = (
+            isinstance(args, PruningArguments)
+            and build_strategy(args.pruning_method, args.strategy_options).traits.prunes
+        )
         if pruning and train_dataset is not None and is_iterable(train_dataset):
             raise ValueError(
                 "EMPSFTTrainer does not prune a streamed training set (TRL tokenizes, truncates and may drop its "

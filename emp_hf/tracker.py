@@ -1,7 +1,7 @@
 """Per-row training statistics: the memory every pruning strategy decides from.
 
 `PruningState` holds one entry per row of the training dataset, for the tables its strategy declares
-(`PruningStrategy.required_tables`; `frequency` and `last_epoch` always), in the narrowest exact dtype.
+(`StrategyTraits.required_tables`; `frequency` and `last_epoch` always), in the narrowest exact dtype.
 
 Hot path: `update` appends a micro-batch's `(rows, loss, entropy)` to preallocated buffers on the state's device
 (three copies, no host synchronisation, no collective). The buffer is applied to the tables in one vectorised
@@ -94,7 +94,7 @@ class PruningState:
         num_rows: rows of the training dataset.
         ema_decay: decay `d` of the loss EMA (`s <- d*s + (1-d)*loss`).
         device: where the tables and the observation buffer live (the training device).
-        track: the tables to keep (e.g. `strategy.required_tables`); `frequency` and `last_epoch` always.
+        track: the tables to keep (e.g. `strategy.traits.required_tables`); `frequency` and `last_epoch` always.
         buffer_rows: capacity of the observation buffer (a flush happens when it is full).
     """
 
@@ -324,7 +324,7 @@ class PruningState:
             if weight is not None and not bool((weight == 1).all()):
                 raise ValueError(
                     "The strategy returned loss weights but this pruning state keeps no 'weight' table: add "
-                    "'weight' to the strategy's `required_tables`."
+                    "'weight' to the `required_tables` of the strategy's traits."
                 )
             return
         if weight is None:

@@ -108,7 +108,8 @@ class PruningMixin(TrainerLoopHooks):
                 f"{config.__name__}(...)."
             )
         check_index_column(model, args)
-        if train_dataset is not None and is_iterable(train_dataset) and args.pruning_method != "none":
+        strategy = build_strategy(args.pruning_method, args.strategy_options)
+        if train_dataset is not None and is_iterable(train_dataset) and strategy.traits.prunes:
             train_dataset = prunable_stream(train_dataset, args.pruning_index_column, args.pruning_num_rows)
         super().__init__(model, args, data_collator, train_dataset, *trainer_args, **trainer_kwargs)
         # Index the dataset the trainer trains on (TRL's trainers tokenize, filter and shuffle it in __init__).
@@ -117,13 +118,13 @@ class PruningMixin(TrainerLoopHooks):
         self._source_rows: dict[str, Any] | None = None
         self._index_train_dataset()
         self.per_example_loss_func = per_example_loss_func
-        check_sampling_strategy(self.args)
-        self.strategy = build_strategy(args.pruning_method, args.strategy_options)
+        self.strategy = strategy
+        check_sampling_strategy(self.args, strategy.traits)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
         self._problem_type: str | None = None
         self._resolve_head()
-        if self.strategy.uses_weights:
+        if strategy.traits.uses_weights:
             if per_example_loss_func is not None:
                 self.loss_is_scaled_for_ga = False  # the reweighted user loss is a per-batch mean
             if self.compute_loss_func is not None and per_example_loss_func is None:
@@ -199,7 +200,7 @@ class PruningMixin(TrainerLoopHooks):
             dataset_rows(self.train_dataset),
             ema_decay=self.args.ema_decay,
             device=self.args.device,
-            track=self.strategy.required_tables,
+            track=self.strategy.traits.required_tables,
         )
         args = self.args
         if self._source_rows is not None:
@@ -298,8 +299,9 @@ class PruningMixin(TrainerLoopHooks):
 
     @property
     def _trains_like_trainer(self) -> bool:
-        """`none`, the control arm: Trainer's sampler, epochs and step counts, untouched."""
-        return self.args.pruning_method == "none"
+        """A method that never prunes (`none`, the control arm): Trainer's sampler, epochs and step counts,
+        untouched."""
+        return not self.strategy.traits.prunes
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer.save_model`, and the pruning state beside the model (`emp-hf inspect/export OUTPUT_DIR`)."""
@@ -360,17 +362,17 @@ class PruningMixin(TrainerLoopHooks):
                 warmup_epochs=args.pruning_warmup_epochs,
                 anneal_fraction=args.pruning_anneal_fraction,
             ),
-            fixed_budget=self.strategy.fixed_budget,
-            at_most_num_keep=self.strategy.budget_at_most_num_keep,
+            fixed_budget=self.strategy.traits.fixed_budget,
+            at_most_num_keep=self.strategy.traits.budget_at_most_num_keep,
         )
         self._max_epochs = None
         if args.max_steps > 0:  # as many passes over the plans as max_steps needs (open budgets: at least K rows)
             num_epochs = self._max_epochs = self._budget.epochs_for_max_steps(args.max_steps)  # the loop's length
-            if not self.strategy.fixed_budget:  # as last fitted to the plans before a resume
+            if not self.strategy.traits.fixed_budget:  # as last fitted to the plans before a resume
                 num_epochs = self.pruning_state.metadata.get("planned_epochs", num_epochs)
         else:
             num_epochs = math.ceil(args.num_train_epochs)  # fractional epochs only reach here for `none`
-        check_drop_last(self._step_counter, self._budget.schedule(num_epochs), args)
+        check_drop_last(self._step_counter, self._budget.schedule(num_epochs), self.strategy.traits)
         self.pruning_state.metadata["planned_epochs"] = num_epochs
         self._planner = EpochPlanner(self.pruning_state, self.strategy, self._budget.schedule(num_epochs), self._seed)
 
@@ -427,7 +429,8 @@ class PruningMixin(TrainerLoopHooks):
         self._micro_batches_run = self._resumed_micro_batches if epoch == self._resumed_epoch else 0
         if self._sampler is None:  # `none`: Trainer's sampler, epochs and step counts, untouched
             return None
-        if self.args.max_steps > 0 and not self.strategy.fixed_budget and epoch == len(self.pruning_state.plans):
+        open_budget = not self.strategy.traits.fixed_budget
+        if self.args.max_steps > 0 and open_budget and epoch == len(self.pruning_state.plans):
             self._refit_epochs_to_max_steps(epoch)
         self._sampler.set_epoch(epoch)
         plan_size = self.pruning_state.epoch_plan_sizes[epoch]
@@ -437,7 +440,7 @@ class PruningMixin(TrainerLoopHooks):
             raise RuntimeError(
                 f"Internal error: epoch {epoch} has {len(loader)} batches per process, expected {micro_batches}."
             )
-        if not self.strategy.fixed_budget and self.args.max_steps <= 0:
+        if not self.strategy.traits.fixed_budget and self.args.max_steps <= 0:
             self._retarget_budget()
         return EpochLength(micro_batches, self._step_counter.update_steps(plan_size))
 
@@ -574,7 +577,7 @@ class PruningMixin(TrainerLoopHooks):
         if batch is None or batch.forwarded or not module.training or not torch.is_grad_enabled():
             return  # not a training forward pass (TRL recomputes outputs without gradient for metrics)
         batch.forwarded = True
-        if self.strategy.uses_weights:  # compute_loss reweights the per-example losses of these outputs
+        if self.strategy.traits.uses_weights:  # compute_loss reweights the per-example losses of these outputs
             batch.outputs = outputs
             return
         with torch.no_grad():
@@ -591,7 +594,7 @@ class PruningMixin(TrainerLoopHooks):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         inputs.pop(self.args.pruning_index_column, None)  # a direct call with an indexed batch
         batch = self._micro_batch
-        if batch is None or not self.strategy.uses_weights or not model.training:
+        if batch is None or not self.strategy.traits.uses_weights or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         trainer_loss, outputs = result if return_outputs else (result, None)
@@ -649,12 +652,14 @@ class PruningMixin(TrainerLoopHooks):
         )
         if (
             not self._warned_regression
-            and self.args.pruning_method == "emp"
-            and self.args.memory_weight > 0
+            and self.strategy.traits.ranks_by_entropy
             and self._task == "sequence"
             and outputs.logits.shape[-1] == 1
         ):
-            logger.warning("EMP on a regression task has no predictive entropy: it reduces to loss-only selection.")
+            logger.warning(
+                f"pruning_method={self.args.pruning_method!r} on a regression task has no predictive entropy: it "
+                "reduces to loss-only selection."
+            )
             self._warned_regression = True
         return loss, entropy
 
@@ -668,7 +673,7 @@ class PruningMixin(TrainerLoopHooks):
                 f"(loss, None), when there is no entropy), got {type(result).__name__}."
             )
         if entropy is None:
-            if not self._warned_no_entropy and "entropy" in self.strategy.required_tables:
+            if not self._warned_no_entropy and "entropy" in self.strategy.traits.required_tables:
                 logger.warning(
                     f"per_example_loss_func returns no entropy: pruning_method={self.args.pruning_method!r} reads "
                     "it and counts it as 0."

@@ -17,7 +17,7 @@ from emp_hf.strategies.emp import (
     spaced_revisit_interval,
     spaced_selection,
 )
-from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
+from emp_hf_dev.fixtures import context_for, make_args, make_bert, make_text_dataset
 
 
 def gen(seed: int) -> torch.Generator:
@@ -55,14 +55,14 @@ def test_spaced_is_a_selection_and_the_default_is_unchanged():
     assert EMP_SELECTIONS[:4] == ("sample", "topk", "epsilon_greedy", "soft")
     assert PruningOptions().emp_selection == "sample"
     s = spaced()
-    assert s.fixed_budget and not s.uses_weights and s.default_anneal_fraction == 0.0
+    assert s.traits.fixed_budget and not s.traits.uses_weights and s.traits.default_anneal_fraction == 0.0
 
 
 @pytest.mark.parametrize("n,keep", [(200, 60), (200, 140), (199, 100), (10, 1), (1, 1), (50, 50), (7, 6)])
 def test_exactly_k_unique_rows(n, keep):
     t = tables(n, seed=n, nan_rows=range(0, n, 13))
     for seed in range(4):
-        rows = spaced().select(t, keep, gen(seed)).rows
+        rows = spaced().select(t, keep, gen(seed), context_for(t, keep)).rows
         assert rows.dtype == torch.int64
         assert rows.numel() == keep
         assert torch.unique(rows).numel() == keep
@@ -75,9 +75,9 @@ def test_reproducible_and_leaves_global_rng_alone():
     random.seed(123)
     np.random.seed(123)
     before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
-    a = spaced().select(t, 90, gen(7)).rows
-    b = spaced().select(t, 90, gen(7)).rows
-    c = spaced().select(t, 90, gen(8)).rows
+    a = spaced().select(t, 90, gen(7), context_for(t, 90)).rows
+    b = spaced().select(t, 90, gen(7), context_for(t, 90)).rows
+    c = spaced().select(t, 90, gen(8), context_for(t, 90)).rows
     assert torch.equal(a, b)
     assert not torch.equal(torch.sort(a).values, torch.sort(c).values)
     assert torch.equal(before[0], torch.get_rng_state())
@@ -94,14 +94,14 @@ def test_least_recently_visited_rows_are_always_kept():
     t["loss"][oldest] = 0.0  # even with the lowest scores
     t["entropy"][oldest] = 0.0
     for seed in range(5):
-        rows = set(spaced().select(t, keep, gen(seed)).rows.tolist())
+        rows = set(spaced().select(t, keep, gen(seed), context_for(t, keep)).rows.tolist())
         assert set(torch.nonzero(last <= 5).flatten().tolist()) <= rows  # the 10 oldest: all due
 
 
 def test_never_visited_rows_come_first():
     n = 40
     t = tables(n, nan_rows=[3, 11, 29])
-    rows = set(spaced().select(t, 4, gen(0)).rows.tolist())
+    rows = set(spaced().select(t, 4, gen(0), context_for(t, 4)).rows.tolist())
     assert {3, 11, 29} <= rows
 
 
@@ -114,7 +114,7 @@ def test_score_part_prefers_high_scores():
     t["loss"][hard] = 1.0
     counts = torch.zeros(n)
     for seed in range(20):
-        counts[spaced().select(t, keep, gen(seed)).rows] += 1
+        counts[spaced().select(t, keep, gen(seed), context_for(t, keep)).rows] += 1
     easy = torch.ones(n, dtype=torch.bool)
     easy[hard] = False
     assert counts[hard].mean() > 2 * counts[easy].mean()
@@ -129,7 +129,7 @@ def simulate(n: int, keep: int, epochs: int, scores_of, seed: int = 0, **options
         t = tables(n, seed=epoch, last_epoch=last)
         t["loss"] = scores_of(epoch)
         t["entropy"] = torch.zeros(n)
-        rows = strategy.select(t, keep, gen(seed * 1000 + epoch)).rows
+        rows = strategy.select(t, keep, gen(seed * 1000 + epoch), context_for(t, keep)).rows
         assert rows.numel() == keep
         last[rows] = epoch
         visits[epoch - 1, rows.numpy()] = True
@@ -182,7 +182,7 @@ def test_topk_starves_where_spaced_does_not():
     for epoch in range(epochs):
         t = tables(n)
         t["loss"], t["entropy"] = favoured.clone(), torch.zeros(n)
-        starved[topk.select(t, keep, gen(epoch)).rows] = False
+        starved[topk.select(t, keep, gen(epoch), context_for(t, keep)).rows] = False
     assert int(starved.sum()) == n - keep  # greedy: 70% of the rows never come back
     visits = simulate(n, keep, epochs, scores_of=lambda e: favoured.clone())
     assert visits.any(0).all()
@@ -204,16 +204,22 @@ def test_revisit_share_and_temperature_reach_the_rule():
     n, keep = 400, 100
     t = tables(n, last_epoch=torch.arange(n) % 4)  # rows 0, 4, 8, ... were visited longest ago
     due = set(range(0, n, 4))
-    rows = set(spaced(emp_revisit_share=1.0).select(t, keep, gen(0)).rows.tolist())
+    rows = set(spaced(emp_revisit_share=1.0).select(t, keep, gen(0), context_for(t, keep)).rows.tolist())
     assert rows == due  # the whole epoch is the revisit queue
-    rows = set(spaced(emp_revisit_share=0.25).select(t, keep, gen(0)).rows.tolist())
+    rows = set(spaced(emp_revisit_share=0.25).select(t, keep, gen(0), context_for(t, keep)).rows.tolist())
     assert len(rows & due) < 75  # a quarter from the queue, the rest by score
     t["loss"][:] = 0.01
     t["entropy"][:] = 0.0
     t["loss"][1::4] = 1.0  # 100 hard rows, none of them due
     hard = set(range(1, n, 4))
-    sharp = [len(set(spaced(emp_temperature=0.2).select(t, keep, gen(s)).rows.tolist()) & hard) for s in range(5)]
-    flat = [len(set(spaced(emp_temperature=50.0).select(t, keep, gen(s)).rows.tolist()) & hard) for s in range(5)]
+    sharp = [
+        len(set(spaced(emp_temperature=0.2).select(t, keep, gen(s), context_for(t, keep)).rows.tolist()) & hard)
+        for s in range(5)
+    ]
+    flat = [
+        len(set(spaced(emp_temperature=50.0).select(t, keep, gen(s), context_for(t, keep)).rows.tolist()) & hard)
+        for s in range(5)
+    ]
     assert min(sharp) == keep // 2  # T -> 0: the sampled half is the top of the scores
     assert max(flat) < keep // 4  # T -> inf: nearly uniform over the 300 rows that are not due
 

@@ -8,7 +8,15 @@ import pytest
 import torch
 from transformers import HfArgumentParser
 
-from emp_hf import EMPConfig, EMPTrainer, PruningStrategy, Selection, StrategyOptions, register_strategy
+from emp_hf import (
+    EMPConfig,
+    EMPTrainer,
+    PruningStrategy,
+    Selection,
+    StrategyOptions,
+    StrategyTraits,
+    register_strategy,
+)
 from emp_hf.checkpoint import load_pruning_state, save_pruning_state
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
 from emp_hf.strategies.base import check_number
@@ -31,13 +39,16 @@ class HardestRows(PruningStrategy):
 
     name = "hardest_rows_test"
     options_class = SharpnessOptions
-    required_tables = frozenset({"loss", "entropy", "score"})
 
-    def score(self, tables):
+    @classmethod
+    def traits_for(cls, options):
+        return StrategyTraits(required_tables=frozenset({"loss", "entropy", "score"}))
+
+    def score(self, tables, context):
         return tables["loss"] ** self.options.sharpness
 
-    def select(self, tables, num_keep, generator):
-        score = torch.nan_to_num(self.score(tables), nan=float("inf"))
+    def select(self, tables, num_keep, generator, context):
+        score = torch.nan_to_num(self.score(tables, context), nan=float("inf"))
         return Selection(rows=torch.topk(score, num_keep).indices)
 
 
@@ -90,7 +101,7 @@ def test_a_strategy_without_an_options_dataclass_is_refused():
         name = "loose_test"
         options_class = dict
 
-        def select(self, tables, num_keep, generator):
+        def select(self, tables, num_keep, generator, context):
             raise NotImplementedError
 
     with pytest.raises(TypeError, match="options_class must be a @dataclass subclass of StrategyOptions"):

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import torch
+from emp_hf_dev.fixtures import context_for
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -93,12 +94,12 @@ def test_selection_contract(state, ratio, seed, method, data):
     seen = ~torch.isnan(tables["loss"])
     strategy = build_strategy(name, options(kw, ratio, data))
     k = n - floor_share(ratio, n)
-    sel = strategy.select(tables, k, torch.Generator().manual_seed(seed))
+    sel = strategy.select(tables, k, torch.Generator().manual_seed(seed), context_for(tables, k))
     rows = sel.rows
     assert rows.dtype == torch.int64 and rows.dim() == 1
     assert len(set(rows.tolist())) == rows.numel()
     assert rows.numel() == 0 or (int(rows.min()) >= 0 and int(rows.max()) < n)
-    if strategy.fixed_budget:
+    if strategy.traits.fixed_budget:
         assert rows.numel() == k
     else:  # InfoBatch without budget matching: only observed rows, at most floor(r * #observed), are pruned
         kept = torch.zeros(n, dtype=torch.bool)
@@ -106,12 +107,12 @@ def test_selection_contract(state, ratio, seed, method, data):
         assert kept[~seen].all()
         assert n - rows.numel() <= math.floor(ratio * int(seen.sum()) + 1e-9)
     if sel.weight is not None:
-        assert strategy.uses_weights
+        assert strategy.traits.uses_weights
         assert sel.weight.shape == (n,)
         assert torch.isfinite(sel.weight).all() and (sel.weight >= 1).all()
         if not kw.get("infobatch_match_budget") and name == "infobatch":
             assert torch.isin(sel.weight, torch.tensor([1.0, 1.0 / (1.0 - ratio)], dtype=torch.float32)).all()
-    again = strategy.select(tables, k, torch.Generator().manual_seed(seed))
+    again = strategy.select(tables, k, torch.Generator().manual_seed(seed), context_for(tables, k))
     assert torch.equal(again.rows, rows)
     assert (again.weight is None) == (sel.weight is None)
     if sel.weight is not None:
@@ -147,6 +148,6 @@ def test_planner_contract(state, ratio, seed, method, data):
     rows = pruned.tolist()
     assert len(set(rows)) == len(rows) and all(0 <= r < n for r in rows)
     k = n - math.floor(ratio * n)
-    if planner.strategy.fixed_budget:
+    if planner.strategy.traits.fixed_budget:
         assert len(rows) == k
     assert planner.plan(1).tolist() == rows  # decided once

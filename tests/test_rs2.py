@@ -12,7 +12,7 @@ from emp_hf.schedule import EpochSchedule
 from emp_hf.strategies import build_strategy
 from emp_hf.strategies.rs2 import least_visited
 from emp_hf.tracker import PruningState
-from emp_hf_dev.fixtures import make_args, make_bert
+from emp_hf_dev.fixtures import context_for, make_args, make_bert
 
 
 def test_an_epoch_takes_the_rows_not_yet_visited_in_the_round():
@@ -53,7 +53,7 @@ def test_plans_visit_every_row_floor_or_ceil_times_as_the_numpy_rounds(n, ratio)
     schedule = EpochSchedule(num_rows=n, num_epochs=epochs, prune_ratio=ratio, warmup_epochs=1)
     k = schedule.num_keep
     strategy = build_strategy("rs2", prune_ratio=ratio)
-    state = PruningState(num_rows=n, track=strategy.required_tables)
+    state = PruningState(num_rows=n, track=strategy.traits.required_tables)
     planner = EpochPlanner(state, strategy, schedule, seed=3)
     reference = deal_rounds_numpy(n, k, epochs - 1, np.random.default_rng(0))
     ref_counts = np.zeros(n, dtype=int)
@@ -73,9 +73,10 @@ def test_plans_visit_every_row_floor_or_ceil_times_as_the_numpy_rounds(n, ratio)
 
 def test_rows_left_untrained_come_first_in_the_next_epoch():
     strategy = build_strategy("rs2", prune_ratio=0.5)
-    state = PruningState(num_rows=8, track=strategy.required_tables)
+    state = PruningState(num_rows=8, track=strategy.traits.required_tables)
     state.update(torch.tensor([0, 1, 2]), torch.ones(3), torch.ones(3), 0)  # rows 3..7 not trained (drop_last)
-    rows = strategy.select(state.device_tables(), 4, epoch_generator(0, 1)).rows
+    tables = state.device_tables()
+    rows = strategy.select(tables, 4, epoch_generator(0, 1), context_for(tables, 4)).rows
     assert set(rows.tolist()) < {3, 4, 5, 6, 7}
 
 

@@ -195,7 +195,7 @@ def test_plans_reproducible_from_state_seed_epoch(method, kw):
         assert len(set(plan)) == len(plan) and all(0 <= r < N for r in plan)
         if epoch == 0:
             assert sorted(plan) == list(range(N))  # warm-up: every row once
-        elif build_strategy(method, PruningOptions(**kw)).fixed_budget:
+        elif build_strategy(method, PruningOptions(**kw)).traits.fixed_budget:
             assert len(plan) == N - math.floor(0.5 * N)
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 import random
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
 from emp_hf import EMPConfig
-from emp_hf.sampler import EpochPlanner
+from emp_hf.sampler import EpochPlanner, epoch_generator
 from emp_hf.schedule import EpochSchedule
-from emp_hf.strategies import PruningOptions, SeTaOptions, build_strategy
+from emp_hf.strategies import EpochContext, PruningOptions, PruningStrategy, SeTaOptions, build_strategy
 from emp_hf.strategies.seta import (
     kmeans_band_edges,
     kmeans_window_selection,
@@ -47,14 +48,25 @@ def tables_from(loss, entropy=None, frequency=None) -> dict[str, torch.Tensor]:
     }
 
 
-def seta(epoch: int, schedule: EpochSchedule, **options):
-    strategy = build_strategy("seta", PruningOptions(prune_ratio=schedule.prune_ratio, **options))
-    strategy.set_epoch(epoch, schedule)
-    return strategy
+class AtEpoch(NamedTuple):
+    """A strategy and the context of the epoch it is asked about."""
+
+    strategy: PruningStrategy
+    context: EpochContext
 
 
-def kept(strategy, tables, num_keep: int, seed: int = 0) -> list[int]:
-    rows = strategy.select(tables, num_keep, torch.Generator().manual_seed(seed)).rows
+def at_epoch(strategy: PruningStrategy, epoch: int, schedule: EpochSchedule) -> AtEpoch:
+    return AtEpoch(strategy, EpochContext.of(schedule, epoch))
+
+
+def seta(epoch: int, schedule: EpochSchedule, **options) -> AtEpoch:
+    return at_epoch(
+        build_strategy("seta", PruningOptions(prune_ratio=schedule.prune_ratio, **options)), epoch, schedule
+    )
+
+
+def kept(asked: AtEpoch, tables, num_keep: int, seed: int = 0) -> list[int]:
+    rows = asked.strategy.select(tables, num_keep, torch.Generator().manual_seed(seed), asked.context).rows
     assert rows.numel() == num_keep == rows.unique().numel()
     return sorted(rows.tolist())
 
@@ -157,26 +169,20 @@ def test_plan_size_is_exactly_the_budget(seed):
         kept(seta(epoch, schedule, **options), tables, schedule.num_keep, seed=epoch)
 
 
-def test_select_without_set_epoch_says_what_to_do():
-    strategy = build_strategy("seta", PruningOptions())
-    with pytest.raises(RuntimeError, match="set_epoch"):
-        strategy.select(tables_from(torch.arange(10.0)), 5, torch.Generator())
-
-
 def test_planner_hands_the_epoch_to_the_strategy_and_plans_exactly_k():
     n = 40
     state = PruningState(num_rows=n)
     schedule = EpochSchedule(num_rows=n, num_epochs=6, prune_ratio=0.5, warmup_epochs=1)
-    planner = EpochPlanner(state, build_strategy("seta", PruningOptions(prune_ratio=0.5)), schedule, seed=0)
+    strategy = build_strategy("seta", PruningOptions(prune_ratio=0.5))
+    planner = EpochPlanner(state, strategy, schedule, seed=0)
     loss = torch.arange(n, dtype=torch.float32)
     state.update(torch.arange(n), loss, torch.zeros(n), epoch=0)
     planner.plan(0)
-    assert planner.strategy._epoch == 0
-    sizes = []
-    for epoch in range(1, 6):
-        sizes.append(len(planner.plan(epoch)))
-        assert planner.strategy._epoch == epoch
-    assert sizes == [20] * 5
+    for epoch in range(1, 6):  # the window moves with the epoch: each plan is the one of its own epoch's context
+        tables = state.device_tables()
+        expected = strategy.select(tables, 20, epoch_generator(0, epoch), EpochContext.of(schedule, epoch)).rows
+        assert sorted(planner.plan(epoch).tolist()) == sorted(expected.tolist())
+    assert state.epoch_plan_sizes == [n] + [20] * 5
 
 
 # ---------------------------------------------------------------------------------------------- emp window
@@ -185,8 +191,8 @@ def test_emp_window_slides_over_the_emp_score_not_the_loss():
     entropy = 20.0 - 3 * loss  # score = loss + entropy = 20 - 2 * loss: the loss order reversed
     schedule = EpochSchedule(num_rows=10, num_epochs=20, prune_ratio=0.2, warmup_epochs=0)
     strategy = build_strategy("emp", PruningOptions(prune_ratio=0.2, emp_selection="window"))
-    strategy.set_epoch(1, schedule)  # t = 1: drop the 2 lowest scores, i.e. the 2 highest losses
-    assert kept(strategy, tables_from(loss, entropy), 8) == list(range(8))
+    # t = 1: drop the 2 lowest scores, i.e. the 2 highest losses
+    assert kept(at_epoch(strategy, 1, schedule), tables_from(loss, entropy), 8) == list(range(8))
     seta_strategy = seta(1, schedule)  # SeTa on the loss drops the 2 lowest losses
     assert kept(seta_strategy, tables_from(loss, entropy), 8) == list(range(2, 10))
 
@@ -204,7 +210,7 @@ def test_ucb_visits_score_and_selection():
     tables = tables_from([1.0, 1.2, 0.5, 2.0], frequency=[3, 1, 1, 9])
     schedule = EpochSchedule(num_rows=4, num_epochs=10, prune_ratio=0.5)
     strategy = build_strategy("ucb", PruningOptions(ucb_c=0.5, ucb_exploration="visits"))
-    strategy.set_epoch(5, schedule)  # t = 6
+    context = EpochContext.of(schedule, 5)  # t = 6
     log_t = math.log(6)
     expected = [
         1.0 + 0.5 * math.sqrt(log_t / 3),
@@ -212,10 +218,10 @@ def test_ucb_visits_score_and_selection():
         0.5 + 0.5 * math.sqrt(log_t),
         2.0 + 0.5 * math.sqrt(log_t / 9),
     ]
-    assert strategy.score(tables).tolist() == pytest.approx(expected, rel=1e-6)
-    assert kept(strategy, tables, 2) == [1, 3]  # 2.54, 2.22 beat 1.77, 1.67
+    assert strategy.score(tables, context).tolist() == pytest.approx(expected, rel=1e-6)
+    assert kept(AtEpoch(strategy, context), tables, 2) == [1, 3]  # 2.54, 2.22 beat 1.77, 1.67
     variance = build_strategy("ucb", PruningOptions(ucb_c=0.5))
-    assert variance.score(tables).tolist() == pytest.approx([1.0, 1.2, 0.5, 2.0])  # ema_var = 0: no bonus
+    assert variance.score(tables, context).tolist() == pytest.approx([1.0, 1.2, 0.5, 2.0])  # ema_var = 0: no bonus
 
 
 def test_ucb_visits_brings_back_rows_the_variance_rule_locks_out():
@@ -283,9 +289,8 @@ def test_emp_window_equals_seta_for_two_classes(seed):
     assert np.all(np.diff((loss + entropy)[np.argsort(p)]) < 0)
     schedule = EpochSchedule(num_rows=200, num_epochs=20, prune_ratio=0.5, warmup_epochs=0)
     emp = build_strategy("emp", PruningOptions(prune_ratio=0.5, emp_selection="window"))
-    emp.set_epoch(3, schedule)
     tables = tables_from(loss, entropy)
-    assert kept(emp, tables, 100, seed) == kept(seta(3, schedule), tables, 100, seed)
+    assert kept(at_epoch(emp, 3, schedule), tables, 100, seed) == kept(seta(3, schedule), tables, 100, seed)
 
 
 # ---------------------------------------------------------------------------------------------- k-means grouping
@@ -374,10 +379,10 @@ def test_kmeans_never_observed_rows_join_the_hardest_band():
 
 
 def test_kmeans_grouping_is_an_open_budget_and_refuses_what_it_cannot_honour(tmp_path):
-    assert build_strategy("seta").fixed_budget
-    assert not build_strategy("seta", seta_grouping="kmeans").fixed_budget
-    assert not build_strategy("emp", emp_selection="window", seta_grouping="kmeans").fixed_budget
-    assert build_strategy("emp", seta_grouping="kmeans").fixed_budget  # 'sample' does not read the grouping
+    assert build_strategy("seta").traits.fixed_budget
+    assert not build_strategy("seta", seta_grouping="kmeans").traits.fixed_budget
+    assert not build_strategy("emp", emp_selection="window", seta_grouping="kmeans").traits.fixed_budget
+    assert build_strategy("emp", seta_grouping="kmeans").traits.fixed_budget  # 'sample' does not read the grouping
     common = dict(output_dir=str(tmp_path), seta_grouping="kmeans")
     with pytest.raises(ValueError, match=r"EMPConfig.seta_grouping='kmeans' is invalid: with max_steps=50"):
         EMPConfig(**common, pruning_method="seta", max_steps=50)

@@ -9,7 +9,7 @@ import torch
 from emp_hf import EMPConfig, EMPTrainer
 from emp_hf.sampler import epoch_generator
 from emp_hf.strategies import build_strategy
-from emp_hf_dev.fixtures import make_args, make_bert
+from emp_hf_dev.fixtures import context_for, make_args, make_bert
 
 
 def tables(loss, entropy, frequency):
@@ -30,16 +30,18 @@ def test_the_rows_of_largest_loss_minus_entropy_are_left_out(beta, left_out):
     strategy = build_strategy("small_loss", small_loss_forget_rate=0.34, small_loss_memory_weight=beta)
     t = tables(LOSS, ENTROPY, [1] * 6)
     for seed in range(10):
-        rows = strategy.select(t, 4, epoch_generator(seed, 1)).rows.tolist()
+        rows = strategy.select(t, 4, epoch_generator(seed, 1), context_for(t, 4)).rows.tolist()
         assert len(rows) == 4 and set(rows) == set(range(6)) - left_out  # the never-observed row 5 is kept
-    torch.testing.assert_close(strategy.score(t)[:5], torch.tensor(LOSS[:5]) - beta * torch.tensor(ENTROPY[:5]))
+    torch.testing.assert_close(
+        strategy.score(t, context_for(t))[:5], torch.tensor(LOSS[:5]) - beta * torch.tensor(ENTROPY[:5])
+    )
 
 
 def test_the_kept_rows_are_dealt_least_visited_first_and_the_left_out_fill_a_short_epoch():
     strategy = build_strategy("small_loss", small_loss_forget_rate=0.34, small_loss_memory_weight=1.0)
     t = tables(LOSS, ENTROPY, [3, 2, 1, 2, 0, 1])  # rows 0 and 4 left out
-    assert set(strategy.select(t, 2, epoch_generator(0, 1)).rows.tolist()) == {2, 5}
-    rows = strategy.select(t, 5, epoch_generator(0, 1)).rows.tolist()
+    assert set(strategy.select(t, 2, epoch_generator(0, 1), context_for(t, 2)).rows.tolist()) == {2, 5}
+    rows = strategy.select(t, 5, epoch_generator(0, 1), context_for(t, 5)).rows.tolist()
     assert set(rows[:4]) == {1, 2, 3, 5} and rows[4] == 4  # then the least visited left-out row
 
 
@@ -53,7 +55,7 @@ def test_matches_a_numpy_reference_on_random_tables():
         rate, beta, k = float(rng.uniform(0, 0.9)), float(rng.uniform(0, 2)), int(rng.integers(1, n + 1))
         strategy = build_strategy("small_loss", small_loss_forget_rate=rate, small_loss_memory_weight=beta)
         t = tables(loss.tolist(), entropy.tolist(), frequency.tolist())
-        rows = strategy.select(t, k, epoch_generator(trial, 1)).rows.numpy()
+        rows = strategy.select(t, k, epoch_generator(trial, 1), context_for(t, k)).rows.numpy()
         key = (loss.astype(np.float32) - np.float32(beta) * entropy.astype(np.float32)).astype(np.float64)
         finite = np.flatnonzero(~np.isnan(key))
         forget = min(math.floor(rate * n), len(finite))

@@ -11,6 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from emp_hf_dev.fixtures import context_for
 
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
 
@@ -110,13 +111,17 @@ def test_registry_and_flags():
         build_strategy("no-such-method", PruningOptions())
     for name in ("random", "epsilon_greedy", "ucb"):
         s = build_strategy(name, PruningOptions())
-        assert s.fixed_budget and not s.uses_weights and s.default_anneal_fraction == 0.0
+        assert s.traits.fixed_budget and not s.traits.uses_weights and s.traits.default_anneal_fraction == 0.0
     ib = build_strategy("infobatch", PruningOptions())
-    assert not ib.fixed_budget and ib.uses_weights and ib.default_anneal_fraction == 0.125
-    assert build_strategy("infobatch", PruningOptions(infobatch_match_budget=True)).fixed_budget
+    assert not ib.traits.fixed_budget and ib.traits.uses_weights and ib.traits.default_anneal_fraction == 0.125
+    assert build_strategy("infobatch", PruningOptions(infobatch_match_budget=True)).traits.fixed_budget
     for sel in SELECTIONS:
         s = emp(sel)
-        assert s.fixed_budget and s.uses_weights == (sel == "soft") and s.default_anneal_fraction == 0.0
+        assert (
+            s.traits.fixed_budget
+            and s.traits.uses_weights == (sel == "soft")
+            and s.traits.default_anneal_fraction == 0.0
+        )
 
 
 def test_default_options_match_spec():
@@ -133,12 +138,12 @@ def test_default_options_match_spec():
 def test_unknown_emp_selection_raises():
     tables, _ = make_tables(10, 0)
     with pytest.raises(ValueError):
-        emp("bogus").select(tables, 5, gen(0))
+        emp("bogus").select(tables, 5, gen(0), context_for(tables, 5))
 
 
 def test_none_keeps_everything():
     tables, _ = make_tables(13, 0)
-    rows = rows_of(build_strategy("none", PruningOptions()).select(tables, 5, gen(0)))
+    rows = rows_of(build_strategy("none", PruningOptions()).select(tables, 5, gen(0), context_for(tables, 5)))
     assert sorted(rows.tolist()) == list(range(13))
 
 
@@ -159,7 +164,7 @@ def test_fixed_budget_size_is_exactly_k(name, kw, n, ratio_percent):
     tables, _ = make_tables(n, seed=n + ratio_percent, nan_rows=range(0, n, 17))
     strategy = build_strategy(name, PruningOptions(prune_ratio=ratio_percent / 100, **kw))
     for seed in range(3):
-        rows = rows_of(strategy.select(tables, k, gen(seed)))
+        rows = rows_of(strategy.select(tables, k, gen(seed), context_for(tables, k)))
         assert len(rows) == k
         assert rows.min() >= 0 and rows.max() < n
 
@@ -169,8 +174,8 @@ def test_select_is_deterministic_and_leaves_global_rng_alone(name, kw):
     tables, _ = make_tables(60, 3, nan_rows=[4, 9])
     strategy = build_strategy(name, PruningOptions(prune_ratio=0.6, **kw))
     torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    a = strategy.select(tables, 24, gen(11))
-    b = strategy.select(tables, 24, gen(11))
+    a = strategy.select(tables, 24, gen(11), context_for(tables, 24))
+    b = strategy.select(tables, 24, gen(11), context_for(tables, 24))
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert random.getstate() == py_state
     np_after = np.random.get_state()
@@ -189,8 +194,8 @@ def test_random_is_uniform_and_ignores_scores():
     t2, _ = make_tables(n, 1, nan_rows=[3])
     counts = np.zeros(n)
     for seed in range(trials):
-        rows = rows_of(strategy.select(t1, k, gen(seed)))
-        assert rows.tolist() == strategy.select(t2, k, gen(seed)).rows.tolist()
+        rows = rows_of(strategy.select(t1, k, gen(seed), context_for(t1, k)))
+        assert rows.tolist() == strategy.select(t2, k, gen(seed), context_for(t2, k)).rows.tolist()
         counts[rows] += 1
     expected = trials * k / n
     chi2 = np.sum((counts - expected) ** 2 / expected)
@@ -200,7 +205,7 @@ def test_random_is_uniform_and_ignores_scores():
 # ------------------------------------------------------------------------------------------- epsilon-greedy
 def test_epsilon_greedy_score_is_ema_mean():
     tables, ref = make_tables(30, 0, nan_rows=[2])
-    score = build_strategy("epsilon_greedy", PruningOptions()).score(tables).double().numpy()
+    score = build_strategy("epsilon_greedy", PruningOptions()).score(tables, context_for(tables)).double().numpy()
     np.testing.assert_array_equal(score, ref["ema_mean"])
 
 
@@ -219,7 +224,7 @@ def test_epsilon_greedy_keeps_top_and_explores(n, k, eps, num_greedy):
     tables, ref = make_tables(n, seed=k, nan_rows=[1])
     strategy = build_strategy("epsilon_greedy", PruningOptions(epsilon=eps))
     for seed in range(5):
-        rows = rows_of(strategy.select(tables, k, gen(seed)))
+        rows = rows_of(strategy.select(tables, k, gen(seed), context_for(tables, k)))
         assert len(rows) == k
         assert_contains_top(rows, ref["ema_mean"], num_greedy)
         if num_greedy:
@@ -234,7 +239,7 @@ def test_epsilon_greedy_exploration_is_uniform_over_the_rest():
     strategy = build_strategy("epsilon_greedy", PruningOptions(epsilon=eps))
     counts = np.zeros(n)
     for seed in range(trials):
-        counts[rows_of(strategy.select(tables, k, gen(seed)))] += 1
+        counts[rows_of(strategy.select(tables, k, gen(seed), context_for(tables, k)))] += 1
     assert np.all(counts[top7] == trials)
     expected = trials * 3 / 23
     chi2 = np.sum((counts[rest] - expected) ** 2 / expected)
@@ -248,11 +253,11 @@ def test_ucb_score_and_top_k(c):
     tables, ref = make_tables(n, seed=int(10 * c), nan_rows=[0, 50])
     strategy = build_strategy("ucb", PruningOptions(ucb_c=c))
     want = ref["ema_mean"] + c * np.sqrt(ref["ema_var"])
-    got = strategy.score(tables).double().numpy()
+    got = strategy.score(tables, context_for(tables)).double().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert np.isnan(got[[0, 50]]).all()
     for seed in range(3):
-        rows = rows_of(strategy.select(tables, k, gen(seed)))
+        rows = rows_of(strategy.select(tables, k, gen(seed), context_for(tables, k)))
         assert_is_top(rows, want, k)
         assert {0, 50} <= set(rows.tolist())
 
@@ -261,9 +266,9 @@ def test_ucb_prefers_uncertain_rows_by_hand():
     # means 1.0, 1.0, 1.2 ; variances 0.25, 0.0, 0.0 ; c = 1 -> scores 1.5, 1.0, 1.2
     tables = tables_from([1.0, 1.0, 1.2])
     tables["ema_var"] = torch.tensor([0.25, 0.0, 0.0])
-    rows = build_strategy("ucb", PruningOptions(ucb_c=1.0)).select(tables, 2, gen(0)).rows
+    rows = build_strategy("ucb", PruningOptions(ucb_c=1.0)).select(tables, 2, gen(0), context_for(tables, 2)).rows
     assert sorted(rows.tolist()) == [0, 2]
-    rows = build_strategy("ucb", PruningOptions(ucb_c=0.0)).select(tables, 1, gen(0)).rows
+    rows = build_strategy("ucb", PruningOptions(ucb_c=0.0)).select(tables, 1, gen(0), context_for(tables, 1)).rows
     assert rows.tolist() == [2]
 
 
@@ -273,8 +278,13 @@ def test_ties_broken_by_generator(name, kw):
     n, k, trials = 20, 5, 400
     tables = tables_from([1.0] * n, [0.5] * n)
     strategy = build_strategy(name, PruningOptions(**kw))
-    picks = [tuple(sorted(rows_of(strategy.select(tables, k, gen(s))).tolist())) for s in range(trials)]
-    assert picks[:10] == [tuple(sorted(strategy.select(tables, k, gen(s)).rows.tolist())) for s in range(10)]
+    picks = [
+        tuple(sorted(rows_of(strategy.select(tables, k, gen(s), context_for(tables, k))).tolist()))
+        for s in range(trials)
+    ]
+    assert picks[:10] == [
+        tuple(sorted(strategy.select(tables, k, gen(s), context_for(tables, k)).rows.tolist())) for s in range(10)
+    ]
     assert len(set(picks[:10])) > 1  # different seeds, different tie orders
     counts = np.bincount(np.concatenate(picks), minlength=n)
     expected = trials * k / n
@@ -287,7 +297,7 @@ def test_partial_tie_at_the_cut():
     strategy = build_strategy("ucb", PruningOptions())
     third = set()
     for seed in range(60):
-        rows = set(strategy.select(tables, 3, gen(seed)).rows.tolist())
+        rows = set(strategy.select(tables, 3, gen(seed), context_for(tables, 3)).rows.tolist())
         assert {0, 1} <= rows and len(rows & {2, 3, 4}) == 1
         third |= rows & {2, 3, 4}
     assert third == {2, 3, 4}
@@ -297,7 +307,7 @@ def test_partial_tie_at_the_cut():
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 3.0])
 def test_emp_score_is_loss_plus_beta_entropy(beta):
     tables, ref = make_tables(50, 2, nan_rows=[7])
-    got = emp("sample", memory_weight=beta).score(tables).double().numpy()
+    got = emp("sample", memory_weight=beta).score(tables, context_for(tables)).double().numpy()
     np.testing.assert_allclose(got, ref["loss"] + beta * ref["entropy"], rtol=1e-6, atol=1e-6, equal_nan=True)
     assert np.isnan(got[7])
 
@@ -309,18 +319,18 @@ def test_emp_topk_is_exact_top_set(beta, n, k):
     want = ref["loss"] + beta * ref["entropy"]
     strategy = emp("topk", memory_weight=beta)
     for seed in range(3):
-        rows = rows_of(strategy.select(tables, k, gen(seed)))
+        rows = rows_of(strategy.select(tables, k, gen(seed), context_for(tables, k)))
         assert_is_top(rows, want, k)
-        assert strategy.select(tables, k, gen(seed)).weight is None
+        assert strategy.select(tables, k, gen(seed), context_for(tables, k)).weight is None
 
 
 def test_emp_topk_by_hand():
     # loss + entropy = 1.5, 0.9, 2.0, 1.1, nan -> K = 3 keeps the unobserved row 4, then rows 2 and 0
     tables = tables_from([1.0, 0.8, 0.5, 1.0, float("nan")], [0.5, 0.1, 1.5, 0.1, float("nan")])
-    rows = emp("topk").select(tables, 3, gen(0)).rows
+    rows = emp("topk").select(tables, 3, gen(0), context_for(tables, 3)).rows
     assert sorted(rows.tolist()) == [0, 2, 4]
     # beta = 0: loss only -> 1.0, 0.8, 0.5, 1.0, nan; K = 3 -> rows 4, 0, 3
-    rows = emp("topk", memory_weight=0.0).select(tables, 3, gen(0)).rows
+    rows = emp("topk", memory_weight=0.0).select(tables, 3, gen(0), context_for(tables, 3)).rows
     assert sorted(rows.tolist()) == [0, 3, 4]
 
 
@@ -332,7 +342,7 @@ def test_emp_epsilon_greedy(eps, num_greedy):
     strategy = emp("epsilon_greedy", epsilon=eps)
     counts = np.zeros(n)
     for seed in range(200):
-        rows = rows_of(strategy.select(tables, k, gen(seed)))
+        rows = rows_of(strategy.select(tables, k, gen(seed), context_for(tables, k)))
         assert len(rows) == k
         assert_contains_top(rows, want, num_greedy)
         counts[rows] += 1
@@ -351,7 +361,7 @@ def test_emp_sample_k1_frequencies_match_score_share():
     trials = 4000
     counts = np.zeros(5)
     for seed in range(trials):
-        rows = rows_of(strategy.select(tables, 1, gen(seed)))
+        rows = rows_of(strategy.select(tables, 1, gen(seed), context_for(tables, 1)))
         assert len(rows) == 1
         counts[rows] += 1
     chi2 = np.sum((counts - trials * p) ** 2 / (trials * p))
@@ -371,7 +381,7 @@ def test_emp_sample_k2_inclusion_matches_successive_sampling():
     trials = 4000
     counts = np.zeros(5)
     for seed in range(trials):
-        counts[rows_of(strategy.select(tables, 2, gen(seed)))] += 1
+        counts[rows_of(strategy.select(tables, 2, gen(seed), context_for(tables, 2)))] += 1
     sigma = np.sqrt(trials * incl * (1 - incl))
     assert np.all(np.abs(counts - trials * incl) < 4.5 * sigma), (counts, trials * incl)
 
@@ -386,7 +396,7 @@ def test_emp_sample_temperature_k1_frequencies_match_tempered_share(temperature)
     trials = 4000
     counts = np.zeros(5)
     for seed in range(trials):
-        counts[rows_of(strategy.select(tables, 1, gen(seed)))] += 1
+        counts[rows_of(strategy.select(tables, 1, gen(seed), context_for(tables, 1)))] += 1
     chi2 = np.sum((counts - trials * p) ** 2 / (trials * p))
     assert chi2 < 23.5  # df = 4; P(chi2 > 23.5) ~ 1e-4
     untempered = s / s.sum()
@@ -397,8 +407,9 @@ def test_emp_sample_higher_scores_more_often():
     s = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
     strategy = emp("sample", memory_weight=0.0)
     counts = np.zeros(6)
+    tables = tables_from(s)
     for seed in range(1500):
-        counts[rows_of(strategy.select(tables_from(s), 3, gen(seed)))] += 1
+        counts[rows_of(strategy.select(tables, 3, gen(seed), context_for(tables, 3)))] += 1
     assert np.all(np.diff(counts) > 0), counts
     assert counts.sum() == 1500 * 3
 
@@ -409,10 +420,10 @@ def test_emp_sample_unobserved_first_zero_scores_last():
     strategy = emp("sample")
     seen_zero = set()
     for seed in range(50):
-        rows = set(rows_of(strategy.select(tables, 5, gen(seed))).tolist())
+        rows = set(rows_of(strategy.select(tables, 5, gen(seed), context_for(tables, 5))).tolist())
         assert {0, 1, 4, 5} <= rows
         seen_zero |= rows & {2, 3}
-        assert {0, 1} <= set(strategy.select(tables, 2, gen(seed)).rows.tolist())
+        assert {0, 1} <= set(strategy.select(tables, 2, gen(seed), context_for(tables, 2)).rows.tolist())
     assert seen_zero == {2, 3}  # the zero-score tie is broken by the generator
 
 
@@ -440,9 +451,11 @@ def test_infobatch_prunes_floor_r_of_below_mean(ratio, pruned_by_hand):
     n = 40 + 55 + 5
     tables, loss, w = below_mean_tables(40, 55, 5, seed=1)
     strategy = build_strategy("infobatch", PruningOptions(prune_ratio=ratio))
-    np.testing.assert_array_equal(strategy.score(tables).double().numpy(), loss)
+    np.testing.assert_array_equal(strategy.score(tables, context_for(tables)).double().numpy(), loss)
     for seed in range(5):
-        sel = strategy.select(tables, n - int(ratio * n), gen(seed))  # num_keep is ignored without matching
+        sel = strategy.select(
+            tables, n - int(ratio * n), gen(seed), context_for(tables, n - int(ratio * n))
+        )  # num_keep is ignored without matching
         rows = rows_of(sel)
         pruned = np.setdiff1d(np.arange(n), rows)
         assert len(pruned) == pruned_by_hand
@@ -459,7 +472,7 @@ def test_infobatch_prunes_below_mean_uniformly():
     strategy = build_strategy("infobatch", PruningOptions(prune_ratio=ratio))
     pruned_counts = np.zeros(n)
     for seed in range(trials):
-        rows = rows_of(strategy.select(tables, 15, gen(seed)))
+        rows = rows_of(strategy.select(tables, 15, gen(seed), context_for(tables, 15)))
         pruned_counts[np.setdiff1d(np.arange(n), rows)] += 1
     assert np.all(pruned_counts[~w] == 0)
     expected = trials * 0.5
@@ -469,7 +482,9 @@ def test_infobatch_prunes_below_mean_uniformly():
 def test_infobatch_by_hand():
     # losses 1, 2, 3, 10 -> mean 4 -> W = {0, 1, 2}; r = 0.5 -> floor(1.5) = 1 pruned, kept W weight 2
     tables = tables_from([1.0, 2.0, 3.0, 10.0])
-    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(tables, 2, gen(0))
+    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(
+        tables, 2, gen(0), context_for(tables, 2)
+    )
     rows = sorted(rows_of(sel).tolist())
     assert len(rows) == 3 and 3 in rows
     for r in rows:
@@ -481,7 +496,7 @@ def test_infobatch_unobserved_rows_do_not_enter_the_mean():
     tables = tables_from([1.0, 2.0, 9.0, float("nan")])
     strategy = build_strategy("infobatch", PruningOptions(prune_ratio=0.5))
     for seed in range(20):
-        rows = set(rows_of(strategy.select(tables, 2, gen(seed))).tolist())
+        rows = set(rows_of(strategy.select(tables, 2, gen(seed), context_for(tables, 2))).tolist())
         assert {2, 3} <= rows and len(rows & {0, 1}) == 1
 
 
@@ -489,7 +504,9 @@ def test_infobatch_nothing_pruned_before_first_observation():
     # docs/methods.md, `infobatch`. (With infobatch_match_budget the spec is ambiguous here: "K whenever |W| allows"
     # versus fixed_budget=True; see test_emp_soft_budget_holds_before_first_observation.)
     tables = tables_from([float("nan")] * 9)
-    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(tables, 5, gen(0))
+    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(
+        tables, 5, gen(0), context_for(tables, 5)
+    )
     assert sorted(sel.rows.tolist()) == list(range(9))
     assert (sel.weight == 1).all()
 
@@ -497,7 +514,9 @@ def test_infobatch_nothing_pruned_before_first_observation():
 @pytest.mark.parametrize("value", [0.5, 2.0, 0.0])
 def test_infobatch_equal_scores_prune_nothing(value):
     tables = tables_from([value] * 10)
-    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(tables, 5, gen(0))
+    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(
+        tables, 5, gen(0), context_for(tables, 5)
+    )
     assert sorted(sel.rows.tolist()) == list(range(10))
     assert (sel.weight == 1).all()
 
@@ -505,7 +524,9 @@ def test_infobatch_equal_scores_prune_nothing(value):
 @pytest.mark.parametrize("value", [0.1, 1.1])
 def test_infobatch_equal_inexact_scores_prune_nothing(value):
     tables = tables_from([value] * 10)
-    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(tables, 5, gen(0))
+    sel = build_strategy("infobatch", PruningOptions(prune_ratio=0.5)).select(
+        tables, 5, gen(0), context_for(tables, 5)
+    )
     assert sorted(sel.rows.tolist()) == list(range(10))
 
 
@@ -520,7 +541,7 @@ def test_soft_budget_matched_within_below_mean(name, kw):
     strategy = build_strategy(name, PruningOptions(prune_ratio=0.3, **kw))
     pruned_counts = np.zeros(n)
     for seed in range(40):
-        sel = strategy.select(tables, k, gen(seed))
+        sel = strategy.select(tables, k, gen(seed), context_for(tables, k))
         rows = rows_of(sel)
         assert len(rows) == k
         pruned = np.setdiff1d(np.arange(n), rows)
@@ -541,7 +562,7 @@ def test_soft_budget_matched_beyond_below_mean(name, kw):
     lowest_others = others[np.argsort(score[others])[:30]]
     strategy = build_strategy(name, PruningOptions(prune_ratio=0.5, **kw))
     for seed in range(5):
-        sel = strategy.select(tables, k, gen(seed))
+        sel = strategy.select(tables, k, gen(seed), context_for(tables, k))
         rows = rows_of(sel)
         pruned = np.setdiff1d(np.arange(n), rows)
         assert len(pruned) == n - k
@@ -555,7 +576,7 @@ def test_emp_soft_uses_emp_score_by_hand():
     # K = 3 -> prune 1 row of W, kept W row weight 1 / (1 - 1/2) = 2
     tables = tables_from([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0])
     for seed in range(10):
-        sel = emp("soft").select(tables, 3, gen(seed))
+        sel = emp("soft").select(tables, 3, gen(seed), context_for(tables, 3))
         rows = sorted(rows_of(sel).tolist())
         assert {2, 3} <= set(rows) and len(rows) == 3
         kept_w = ({0, 1} & set(rows)).pop()
@@ -563,7 +584,7 @@ def test_emp_soft_uses_emp_score_by_hand():
     # beta = 0: every score is 1 -> W empty -> the N - K = 1 pruned row is a tie broken by the generator
     pruned = set()
     for seed in range(30):
-        sel = emp("soft", memory_weight=0.0).select(tables, 3, gen(seed))
+        sel = emp("soft", memory_weight=0.0).select(tables, 3, gen(seed), context_for(tables, 3))
         rows = rows_of(sel)
         assert len(rows) == 3 and (sel.weight == 1).all()
         pruned |= set(range(4)) - set(rows.tolist())
@@ -574,11 +595,13 @@ def test_soft_unobserved_rows_kept_when_observed_rows_suffice():
     tables, score, w = below_mean_tables(10, 30, 20, seed=5)
     unobserved = np.flatnonzero(np.isnan(score))
     for name, kw in SOFT:
-        sel = build_strategy(name, PruningOptions(**kw)).select(tables, 25, gen(0))  # prune 35 of 40 seen
+        sel = build_strategy(name, PruningOptions(**kw)).select(
+            tables, 25, gen(0), context_for(tables, 25)
+        )  # prune 35 of 40 seen
         rows = rows_of(sel)
         assert len(rows) == 25 and set(unobserved) <= set(rows.tolist())
 
 
 def test_emp_soft_budget_holds_before_first_observation():
     tables = tables_from([float("nan")] * 10)
-    assert len(emp("soft").select(tables, 4, gen(0)).rows) == 4
+    assert len(emp("soft").select(tables, 4, gen(0), context_for(tables, 4)).rows) == 4

@@ -211,24 +211,24 @@ def test_gather_observations_single_process_is_the_identity():
 def test_each_strategy_keeps_only_what_it_declares():
     for name in STRATEGIES:
         strategy = build_strategy(name, PruningOptions())
-        state = PruningState(num_rows=10, track=strategy.required_tables)
+        state = PruningState(num_rows=10, track=strategy.traits.required_tables)
         assert state.tracked >= {"frequency", "last_epoch"} and state.tracked <= ALL_TABLES, name
-        assert set(strategy.required_tables) <= state.tracked, name
-    emp = PruningState(num_rows=8, track=build_strategy("emp", PruningOptions()).required_tables)
+        assert set(strategy.traits.required_tables) <= state.tracked, name
+    emp = PruningState(num_rows=8, track=build_strategy("emp", PruningOptions()).traits.required_tables)
     assert emp.tracked == {"loss", "entropy", "score", "frequency", "last_epoch"}
     assert emp.table_bytes() / 9 == 16  # 3 float32 + 2 int16, per row (trash slot included)
     with pytest.raises(AttributeError, match="does not keep 'ema_var'"):
         _ = emp.ema_var
     soft = build_strategy("emp", PruningOptions(emp_selection="soft"))
-    assert "weight" in soft.required_tables
-    uniform = PruningState(num_rows=8, track=build_strategy("random", PruningOptions()).required_tables)
+    assert "weight" in soft.traits.required_tables
+    uniform = PruningState(num_rows=8, track=build_strategy("random", PruningOptions()).traits.required_tables)
     assert uniform.table_bytes() == 9 * 12  # loss, entropy, frequency, last_epoch
 
 
 def test_bytes_per_row_targets():
     """Issue 15: at most 16 bytes per row for emp, random and infobatch."""
     for name in ("emp", "random", "infobatch"):
-        state = PruningState(num_rows=1000, track=build_strategy(name, PruningOptions()).required_tables)
+        state = PruningState(num_rows=1000, track=build_strategy(name, PruningOptions()).traits.required_tables)
         assert state.table_bytes() / 1001 <= 16, name
 
 
@@ -265,7 +265,7 @@ def test_pack_and_unpack_masks():
 
 def planned_state(n: int = 50, epochs: int = 4, method: str = "emp", seed: int = 3):
     """A state after `epochs` planned and trained epochs (prune ratio 0.6), and its planner."""
-    state = PruningState(num_rows=n, track=build_strategy(method, PruningOptions()).required_tables)
+    state = PruningState(num_rows=n, track=build_strategy(method, PruningOptions()).traits.required_tables)
     schedule = EpochSchedule(num_rows=n, num_epochs=epochs, prune_ratio=0.6)
     planner = EpochPlanner(state, build_strategy(method, PruningOptions(prune_ratio=0.6)), schedule, seed)
     g = torch.Generator().manual_seed(seed)
@@ -363,7 +363,7 @@ def format_1_state(n: int = 6) -> dict:
 
 def test_format_1_checkpoints_load():
     old = format_1_state()
-    state = PruningState(num_rows=6, track=build_strategy("emp", PruningOptions()).required_tables)
+    state = PruningState(num_rows=6, track=build_strategy("emp", PruningOptions()).traits.required_tables)
     state.load_state_dict(old)
     assert state.ema_decay == 0.8 and state.metadata == {"pruning_method": "emp"}
     assert state.frequency.tolist() == [1, 0, 2, 1, 0, 2] and state.frequency.dtype == torch.int16
@@ -406,7 +406,7 @@ def profiled_ops(fn) -> list[str]:
 
 def test_hot_path_launches_at_most_six_kernels_per_micro_batch_and_never_syncs():
     n, batch, steps = 100_000, 32, 64
-    state = PruningState(num_rows=n, track=build_strategy("emp", PruningOptions()).required_tables)
+    state = PruningState(num_rows=n, track=build_strategy("emp", PruningOptions()).traits.required_tables)
     g = torch.Generator().manual_seed(0)
     batches = [
         (torch.randint(0, n, (batch,), generator=g), torch.rand(batch).bfloat16(), torch.rand(batch).bfloat16())
@@ -456,7 +456,7 @@ def test_cuda_plans_are_reproducible_and_read_back_on_the_cpu(method):
     runs = []
     for _ in range(2):
         strategy = build_strategy(method, PruningOptions(prune_ratio=0.6))
-        state = PruningState(num_rows=n, device="cuda", track=strategy.required_tables)
+        state = PruningState(num_rows=n, device="cuda", track=strategy.traits.required_tables)
         schedule = EpochSchedule(num_rows=n, num_epochs=4, prune_ratio=0.6)
         planner = EpochPlanner(state, strategy, schedule, seed=5)
         g = torch.Generator().manual_seed(0)

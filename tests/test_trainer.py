@@ -386,7 +386,7 @@ def test_a_strategy_registered_after_import_is_a_command_line_choice(tmp_path):
     class FirstRows(PruningStrategy):
         name = "first_rows"
 
-        def select(self, tables, num_keep, generator):
+        def select(self, tables, num_keep, generator, context):
             return Selection(rows=torch.arange(num_keep, device=tables["loss"].device))
 
     try:

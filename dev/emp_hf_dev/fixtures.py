@@ -14,7 +14,7 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from emp_hf import EMPConfig, EMPTrainer
+from emp_hf import EMPConfig, EMPTrainer, EpochContext
 from emp_hf.strategies.emp import EMP_SELECTIONS
 
 VOCAB = 64
@@ -218,3 +218,18 @@ def damage_pruning_state(path, how: str) -> None:
         (path / "pruning_state.pt").write_bytes(bytes(data))
     else:
         raise ValueError(f"unknown damage {how!r}: choose one of {STATE_DAMAGES}")
+
+
+def context_for(tables: dict[str, torch.Tensor], num_keep: int | None = None, epoch: int = 1) -> EpochContext:
+    """The `EpochContext` of pruned epoch `epoch` (after one warm-up epoch, of `epoch + 1`) of a run on the rows of
+    `tables`, keeping `num_keep` of them: what the planner would hand a strategy's `score`/`select` called directly."""
+    num_rows = tables["frequency"].numel()
+    return EpochContext(
+        epoch=epoch,
+        phase="pruned",
+        num_epochs=epoch + 1,
+        num_rows=num_rows,
+        num_keep=num_rows if num_keep is None else num_keep,
+        warmup_epochs=1,
+        anneal_epochs=0,
+    )

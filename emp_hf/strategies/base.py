@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from ..schedule import EpochSchedule, floor_share
+from ..schedule import EpochSchedule, Phase, floor_share
 
 Tables = dict[str, torch.Tensor]
 
@@ -110,65 +110,154 @@ class Selection:
     weight: torch.Tensor | None = None  # float32 per row (length N), or None for all ones
 
 
+@dataclass(frozen=True)
+class EpochContext:
+    """Where the epoch being planned stands in the run: what `select` and `score` may read besides the tables.
+
+    The planner (`emp_hf.sampler.EpochPlanner`) builds one per epoch from its schedule (`EpochContext.of`) and
+    hands it to `score` (every epoch, to record the scores) and to `select` (pruned epochs only). A rule that
+    moves with the epoch (SeTa's window, UCB1's visit bonus, an annealing sharpness) reads it here; it is a
+    frozen value, so a strategy keeps no epoch of its own and a call decides the same rows whenever it is made.
+    """
+
+    #: The epoch being planned, 0-based.
+    epoch: int
+    #: Its phase: `"warmup"` and `"anneal"` epochs train on every row, `"pruned"` ones on `num_keep`.
+    phase: Phase
+    #: The epochs the run is planned for (with `max_steps` and an open budget, the latest fit).
+    num_epochs: int
+    #: `N`, the rows of the training set.
+    num_rows: int
+    #: `K = N - floor(prune_ratio * N)`, the rows a pruned epoch visits (for an open budget, its nominal size).
+    num_keep: int
+    #: The full epochs at the start (`pruning_warmup_epochs`).
+    warmup_epochs: int
+    #: The full epochs at the end (`ceil(pruning_anneal_fraction * num_epochs)`).
+    anneal_epochs: int
+
+    @classmethod
+    def of(cls, schedule: EpochSchedule, epoch: int) -> EpochContext:
+        """The context of `epoch` under `schedule`."""
+        return cls(
+            epoch=epoch,
+            phase=schedule.phase(epoch),
+            num_epochs=schedule.num_epochs,
+            num_rows=schedule.num_rows,
+            num_keep=schedule.num_keep,
+            warmup_epochs=schedule.warmup_epochs,
+            anneal_epochs=schedule.anneal_epochs,
+        )
+
+    @property
+    def epochs_since_warmup(self) -> int:
+        """`epoch - warmup_epochs`: 0 at the first pruned epoch (SeTa's `t`)."""
+        return self.epoch - self.warmup_epochs
+
+
+@dataclass(frozen=True)
+class StrategyTraits:
+    """What a strategy asks of the trainer, as values: the trainer, the step budget, the pruning state and the
+    config read these, never the method's name.
+
+    Each strategy instance has one (`strategy.traits`), computed once from its options by the classmethod
+    `traits_for(options)`; the config asks `STRATEGIES[name].traits_for(options)` before a strategy is built.
+    The defaults are those of a method that visits exactly `num_keep` rows per pruned epoch, without weights.
+    """
+
+    #: Whether the method prunes at all. False (`none`, the control arm): every epoch trains on all rows with
+    #: Trainer's own sampler, epochs and step counts, bit-identical to `transformers.Trainer`; the statistics are
+    #: still recorded. Such a method takes `prune_ratio=0` by default and refuses any other.
+    prunes: bool = True
+    #: Whether the number of rows a pruned epoch visits is known before the epoch (exactly `num_keep`). False (an
+    #: open budget: InfoBatch, SeTa's k-means bands): known once the epoch is planned, so the step budget is
+    #: re-estimated epoch by epoch.
+    fixed_budget: bool = True
+    #: For an open budget: whether a pruned epoch visits at most `num_keep` rows. Its undecided epochs then count
+    #: as `num_keep` rows, an upper bound, so the LR schedule only ever shortens; otherwise (InfoBatch: at least
+    #: `num_keep`) as many rows as the latest pruned epoch.
+    budget_at_most_num_keep: bool = False
+    #: Whether `select` may return loss weights (the trainer then reweights the per-example loss).
+    uses_weights: bool = False
+    #: The anneal fraction when the user leaves `pruning_anneal_fraction` unset.
+    default_anneal_fraction: float = 0.0
+    #: The per-row tables the strategy reads or records ("score": what it ranked by; "weight": its loss weights).
+    #: Only these are kept (at 4 bytes per row each), plus "frequency" and "last_epoch" (2 bytes each), always.
+    required_tables: frozenset[str] = ALL_TABLES
+    #: Whether the score weighs the predictive entropy (a regression head has none: the trainer warns that such a
+    #: score reduces to the loss).
+    ranks_by_entropy: bool = False
+
+    def __post_init__(self) -> None:
+        tables = frozenset(self.required_tables)
+        unknown = sorted(tables - ALL_TABLES)
+        if unknown:
+            raise ValueError(
+                f"StrategyTraits.required_tables names unknown tables {unknown}; choose from {sorted(ALL_TABLES)}."
+            )
+        object.__setattr__(self, "required_tables", tables)
+
+
 class PruningStrategy(ABC):
     """Decides the rows of a pruned epoch from the per-row tables of a `PruningState`.
 
-    Subclasses set `name`, implement `score` and `select`, and register themselves with
-    `@register_strategy`; a strategy with options of its own names their dataclass in `options_class` (a
-    `StrategyOptions` subclass) and reads them from `self.options`. `select` must draw every random number from
-    `generator`.
+    The contract, in full:
 
-    `select` and `score` receive the tables on the training device, in their stored dtypes (`frequency` and
-    `last_epoch` are int16 or int32), with `generator` on that device: create tensors on `score.device` and draw
-    with `torch.randperm(n, generator=generator, device=generator.device)`.
+    - `name` (class attribute): the `pruning_method` it is registered as (`@register_strategy`).
+    - `options_class` (class attribute): the `StrategyOptions` dataclass of its options; `self.options` is one,
+      fixed once the strategy is built.
+    - `traits_for(options)` (classmethod): its `StrategyTraits` for those options (budget, weights, tables, ...);
+      `self.traits` is the value for `self.options`. The default: `StrategyTraits()`.
+    - `score(tables, context)`: the per-row score it ranks by; the planner records it every epoch.
+    - `select(tables, num_keep, generator, context)`: the rows (and optional weights) of a pruned epoch.
+    - `check_arguments(args)` (optional): refuse training arguments it cannot honour, when the config is built.
+    - `score_description(options, derived=...)` (classmethod, optional): its score in words, for records.
+
+    `context` is the epoch's `EpochContext` (epoch, phase, number of epochs, ...): a rule that moves with the
+    epoch reads it there. `select` must draw every random number from `generator`. `select` and `score` receive
+    the tables on the training device, in their stored dtypes (`frequency` and `last_epoch` are int16 or int32),
+    with `generator` on that device: create tensors on `score.device` and draw with
+    `torch.randperm(n, generator=generator, device=generator.device)`.
     """
 
     name: ClassVar[str]
     #: The dataclass of the options this strategy reads (`self.options` is one).
     options_class: ClassVar[type[StrategyOptions]] = StrategyOptions
-    #: Whether `select` may return loss weights (the trainer then reweights the per-example loss).
-    uses_weights: ClassVar[bool] = False
-    #: Whether the number of rows a pruned epoch visits is known before the epoch (exactly `num_keep`).
-    fixed_budget: ClassVar[bool] = True
-    #: For an open budget: whether a pruned epoch visits at most `num_keep` rows. Its undecided epochs then count
-    #: as `num_keep` rows, an upper bound, so the LR schedule only ever shortens; otherwise (InfoBatch: at least
-    #: `num_keep`) as many rows as the latest pruned epoch.
-    budget_at_most_num_keep: ClassVar[bool] = False
-    #: Nominal anneal fraction when the user leaves `pruning_anneal_fraction` unset.
-    default_anneal_fraction: ClassVar[float] = 0.0
-    #: The per-row tables the strategy reads or records ("score": what it ranked by; "weight": its loss weights).
-    #: Only these are kept (at 4 bytes per row each), plus "frequency" and "last_epoch" (2 bytes each), always.
-    required_tables: ClassVar[frozenset[str]] = ALL_TABLES
 
     def __init__(self, options: object = None, /, **overrides: Any) -> None:
         """`options`: an `options_class` instance, or any object (a config, `PruningOptions`) to take its fields
         from by name; `overrides`: field values that win over both."""
         self.options = self.options_class.from_values(options, **overrides)
+        #: What this strategy asks of the trainer, for `self.options` (see `StrategyTraits`).
+        self.traits: StrategyTraits = self.traits_for(self.options)
 
-    def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:  # noqa: B027  (optional hook)
-        """Called by the planner right before `score`/`select` of `epoch`; a no-op unless a rule needs the epoch."""
+    @classmethod
+    def traits_for(cls, options: Any) -> StrategyTraits:
+        """The traits of this strategy with `options` (an `options_class` instance); override to declare them."""
+        return StrategyTraits()
+
+    @classmethod
+    def score_description(cls, options: Mapping[str, Any], *, derived: bool = False) -> str:
+        """What a record's `score` column holds, in words (`emp-hf inspect`, the plots' y-label), from the
+        record's `options`; `derived`: the state kept no score table, so the column is the last observed loss."""
+        if derived:
+            return f"last observed loss ({cls.name} keeps no score of its own)"
+        return f"what {cls.name} ranked by at its last plan"
 
     def check_arguments(self, args: Any) -> None:  # noqa: B027  (optional hook)
         """Called when the config is built: raise a one-line `ValueError` for training arguments (a
         `PruningArguments` config) this strategy cannot honour; a no-op unless a strategy has such limits."""
 
-    def score(self, tables: Tables) -> torch.Tensor:
-        """The per-row score this strategy ranks by (NaN for rows without an observation)."""
+    def score(self, tables: Tables, context: EpochContext) -> torch.Tensor:
+        """The per-row score this strategy ranks by at the epoch of `context` (NaN for rows without an observation)."""
         return tables["loss"]
 
     @abstractmethod
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        """Choose the rows of a pruned epoch that visits `num_keep` of the `N` rows."""
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        """Choose the rows of the pruned epoch of `context`, which visits `num_keep` of the `N` rows.
 
-
-class EpochAware:
-    """Mixin: keeps the epoch and schedule that `set_epoch` hands over."""
-
-    _epoch: int | None = None
-    _schedule: EpochSchedule | None = None
-
-    def set_epoch(self, epoch: int, schedule: EpochSchedule) -> None:
-        self._epoch, self._schedule = epoch, schedule
+        `num_keep` is the budget to meet (the planner passes `context.num_keep`); it stays an argument so a rule
+        can be asked for any budget on any tables, as the tests and benchmarks do.
+        """
 
 
 def rank_descending(score: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -9,15 +9,17 @@ scores into the `K` rows of an epoch (see `docs/methods.md` for the evidence beh
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .base import (
-    EpochAware,
+    EpochContext,
     PruningStrategy,
     Selection,
+    StrategyTraits,
     Tables,
     check_choice,
     check_number,
@@ -132,39 +134,43 @@ def spaced_selection(
     return torch.cat([due, sampled])
 
 
+def _window_by_kmeans(options: EMPOptions) -> bool:
+    """SeTa's window over k-means bands of the EMP score: an open budget."""
+    return options.emp_selection == "window" and options.seta_grouping == "kmeans"
+
+
 @register_strategy
-class EnhanceMemoryPruning(EpochAware, PruningStrategy):
+class EnhanceMemoryPruning(PruningStrategy):
     name = "emp"
     options_class = EMPOptions
     options: EMPOptions
 
-    @property
-    def uses_weights(self) -> bool:  # type: ignore[override]
-        return self.options.emp_selection == "soft"
+    @classmethod
+    def traits_for(cls, options: EMPOptions) -> StrategyTraits:
+        soft = options.emp_selection == "soft"
+        return StrategyTraits(
+            fixed_budget=not _window_by_kmeans(options),
+            budget_at_most_num_keep=True,  # a k-means window: whole bands of a `num_keep`-row subset
+            uses_weights=soft,
+            required_tables=frozenset({"loss", "entropy", "score"} | ({"weight"} if soft else set())),
+            ranks_by_entropy=options.memory_weight > 0,
+        )
 
-    budget_at_most_num_keep = True  # whole k-means bands of a `num_keep`-row subset
-
-    @property
-    def fixed_budget(self) -> bool:  # type: ignore[override]
-        return not self._window_by_kmeans
-
-    @property
-    def _window_by_kmeans(self) -> bool:
-        return self.options.emp_selection == "window" and self.options.seta_grouping == "kmeans"
+    @classmethod
+    def score_description(cls, options: Mapping[str, Any], *, derived: bool = False) -> str:
+        if derived:
+            return super().score_description(options, derived=True)
+        return f"EMP score: loss + {options.get('memory_weight', 1.0)} x predictive entropy"
 
     def check_arguments(self, args: Any) -> None:
-        if self._window_by_kmeans:
+        if _window_by_kmeans(self.options):
             self.options.check_open_window(args)
 
-    @property
-    def required_tables(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset({"loss", "entropy", "score"} | ({"weight"} if self.uses_weights else set()))
-
-    def score(self, tables: Tables) -> torch.Tensor:
+    def score(self, tables: Tables, context: EpochContext) -> torch.Tensor:
         return tables["loss"] + self.options.memory_weight * tables["entropy"]
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        score = self.score(tables)
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        score = self.score(tables, context)
         rule = self.options.emp_selection
         if rule == "sample":
             return Selection(rows=gumbel_top_k(score, num_keep, generator, self.options.emp_temperature))
@@ -188,5 +194,5 @@ class EnhanceMemoryPruning(EpochAware, PruningStrategy):
             )
             return Selection(rows=rows)
         if rule == "window":  # SeTa's sliding window, over groups of the EMP score instead of the loss
-            return Selection(rows=seta_rows(score, num_keep, self._epoch, self._schedule, self.options, generator))
+            return Selection(rows=seta_rows(score, num_keep, context, self.options, generator))
         raise invalid_option(self.options, "emp_selection", f"choose one of {list(EMP_SELECTIONS)}.")

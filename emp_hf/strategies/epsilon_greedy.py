@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from .base import PruningStrategy, Selection, StrategyOptions, Tables, check_number, greedy_with_exploration
+from .base import (
+    EpochContext,
+    PruningStrategy,
+    Selection,
+    StrategyOptions,
+    StrategyTraits,
+    Tables,
+    check_number,
+    greedy_with_exploration,
+)
 from .registry import register_strategy
 
 
@@ -31,11 +42,18 @@ class EpsilonGreedy(PruningStrategy):
     name = "epsilon_greedy"
     options_class = EpsilonGreedyOptions
     options: EpsilonGreedyOptions
-    required_tables = frozenset({"loss", "entropy", "ema_mean", "score"})
 
-    def score(self, tables: Tables) -> torch.Tensor:
+    @classmethod
+    def traits_for(cls, options: EpsilonGreedyOptions) -> StrategyTraits:
+        return StrategyTraits(required_tables=frozenset({"loss", "entropy", "ema_mean", "score"}))
+
+    @classmethod
+    def score_description(cls, options: Mapping[str, Any], *, derived: bool = False) -> str:
+        return super().score_description(options, derived=True) if derived else "EMA of the loss"
+
+    def score(self, tables: Tables, context: EpochContext) -> torch.Tensor:
         return tables["ema_mean"]
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        rows = greedy_with_exploration(self.score(tables), num_keep, self.options.epsilon, generator)
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        rows = greedy_with_exploration(self.score(tables, context), num_keep, self.options.epsilon, generator)
         return Selection(rows=rows)

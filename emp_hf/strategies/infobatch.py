@@ -7,11 +7,22 @@ is chosen each epoch so the epoch visits `K = N - floor(p * N)` rows whenever th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from .base import PruningStrategy, Selection, StrategyOptions, Tables, invalid_option, soft_prune
+from .base import (
+    EpochContext,
+    PruningStrategy,
+    Selection,
+    StrategyOptions,
+    StrategyTraits,
+    Tables,
+    invalid_option,
+    soft_prune,
+)
 from .registry import register_strategy
 
 
@@ -38,16 +49,24 @@ class InfoBatch(PruningStrategy):
     name = "infobatch"
     options_class = InfoBatchOptions
     options: InfoBatchOptions
-    uses_weights = True
-    required_tables = frozenset({"loss", "entropy", "weight"})  # the score is the last loss
-    default_anneal_fraction = 0.125
 
-    @property
-    def fixed_budget(self) -> bool:  # type: ignore[override]
-        return self.options.infobatch_match_budget
+    @classmethod
+    def traits_for(cls, options: InfoBatchOptions) -> StrategyTraits:
+        return StrategyTraits(
+            fixed_budget=options.infobatch_match_budget,  # else at least `num_keep` rows: the below-mean share
+            uses_weights=True,
+            default_anneal_fraction=0.125,  # the official delta = 0.875
+            required_tables=frozenset({"loss", "entropy", "weight"}),  # the score is the last loss
+        )
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        score = self.score(tables)
+    @classmethod
+    def score_description(cls, options: Mapping[str, Any], *, derived: bool = False) -> str:
+        if derived:  # the score is the last observed loss
+            return f"last observed loss (what {cls.name} ranks by)"
+        return super().score_description(options)
+
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        score = self.score(tables, context)
         if self.options.infobatch_match_budget:
             return soft_prune(score, generator, num_prune=score.numel() - num_keep)
         return soft_prune(score, generator, ratio=self.options.prune_ratio)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import PruningStrategy, Selection, Tables
+from .base import EpochContext, PruningStrategy, Selection, StrategyTraits, Tables
 from .registry import register_strategy
 
 
@@ -37,7 +37,11 @@ class RepeatedRandomSampling(PruningStrategy):
     """Each pruned epoch: `K` rows uniformly from those not yet visited in the current round (RS2 w/o replacement)."""
 
     name = "rs2"
-    required_tables = frozenset({"loss", "entropy"})  # recorded for every method; the rule reads `frequency`
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
+    @classmethod
+    def traits_for(cls, options: object) -> StrategyTraits:
+        # loss and entropy: recorded for every method; the rule reads `frequency`, kept always
+        return StrategyTraits(required_tables=frozenset({"loss", "entropy"}))
+
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
         return Selection(rows=least_visited(tables["frequency"], num_keep, generator))

@@ -22,18 +22,19 @@ bands of its losses, and the window keeps whole bands, so an epoch's size varies
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from ..schedule import EpochSchedule
 from .base import (
-    EpochAware,
+    EpochContext,
     PruningStrategy,
     Selection,
     StrategyOptions,
+    StrategyTraits,
     Tables,
     check_choice,
     check_number,
@@ -221,40 +222,45 @@ def kmeans_window_selection(
 def seta_rows(
     score: torch.Tensor,
     num_keep: int,
-    epoch: int | None,
-    schedule: EpochSchedule | None,
+    context: EpochContext,
     options: SeTaOptions,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """The rows of a pruned `epoch` under SeTa's rule (window, or uniform once partial annealing starts)."""
-    if epoch is None or schedule is None:
-        raise RuntimeError("SeTa's window moves with the epoch: call strategy.set_epoch(epoch, schedule) first.")
-    if seta_partial_anneal(epoch, schedule.num_epochs, options.seta_delta):
+    """The rows of the pruned epoch of `context` under SeTa's rule (window, or uniform once partial annealing
+    starts)."""
+    if seta_partial_anneal(context.epoch, context.num_epochs, options.seta_delta):
         return torch.randperm(score.numel(), generator=generator, device=generator.device)[:num_keep].to(score.device)
     window = seta_window_size(options.seta_num_groups, options.seta_window_scale)
-    step = epoch - schedule.warmup_epochs
+    step = context.epochs_since_warmup
     select = kmeans_window_selection if options.seta_grouping == "kmeans" else sliding_window_selection
     return select(score, num_keep, step, options.seta_num_groups, window, generator)
 
 
 @register_strategy
-class ScaleEfficientTraining(EpochAware, PruningStrategy):
+class ScaleEfficientTraining(PruningStrategy):
     """Score: the last observed loss. Keeps a sliding window of loss groups of a uniform subset (see module)."""
 
     name = "seta"
     options_class = SeTaOptions
     options: SeTaOptions
-    required_tables: ClassVar[frozenset[str]] = frozenset({"loss", "entropy"})  # entropy: recorded for every method
 
-    budget_at_most_num_keep = True  # whole k-means bands of a `num_keep`-row subset
+    @classmethod
+    def traits_for(cls, options: SeTaOptions) -> StrategyTraits:
+        return StrategyTraits(
+            fixed_budget=options.seta_grouping == "quantile",
+            budget_at_most_num_keep=True,  # "kmeans": whole bands of a `num_keep`-row subset
+            required_tables=frozenset({"loss", "entropy"}),  # entropy: recorded for every method
+        )
 
-    @property
-    def fixed_budget(self) -> bool:  # type: ignore[override]
-        return self.options.seta_grouping == "quantile"
+    @classmethod
+    def score_description(cls, options: Mapping[str, Any], *, derived: bool = False) -> str:
+        if derived:  # the score is the last observed loss
+            return f"last observed loss (what {cls.name} ranks by)"
+        return super().score_description(options)
 
     def check_arguments(self, args: Any) -> None:
         self.options.check_open_window(args)
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        rows = seta_rows(self.score(tables), num_keep, self._epoch, self._schedule, self.options, generator)
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        rows = seta_rows(self.score(tables, context), num_keep, context, self.options, generator)
         return Selection(rows=rows)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..schedule import floor_share
-from .base import PruningStrategy, Selection, StrategyOptions, Tables, check_number
+from .base import EpochContext, PruningStrategy, Selection, StrategyOptions, StrategyTraits, Tables, check_number
 from .registry import register_strategy
 
 
@@ -82,13 +82,19 @@ class SmallLoss(PruningStrategy):
     name = "small_loss"
     options_class = SmallLossOptions
     options: SmallLossOptions
-    required_tables = frozenset({"loss", "entropy", "score"})
 
-    def score(self, tables: Tables) -> torch.Tensor:
+    @classmethod
+    def traits_for(cls, options: SmallLossOptions) -> StrategyTraits:
+        return StrategyTraits(
+            required_tables=frozenset({"loss", "entropy", "score"}),
+            ranks_by_entropy=options.small_loss_memory_weight > 0,
+        )
+
+    def score(self, tables: Tables, context: EpochContext) -> torch.Tensor:
         """The key a row is left out by: `loss - small_loss_memory_weight * entropy` (largest first)."""
         return tables["loss"] - self.options.small_loss_memory_weight * tables["entropy"]
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        key = self.score(tables)
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        key = self.score(tables, context)
         forget = floor_share(self.options.small_loss_forget_rate, key.numel())
         return Selection(rows=small_loss_selection(key, tables["frequency"], num_keep, forget, generator))

@@ -9,15 +9,18 @@ picked is never observed again, so its bound never moves and the first picks are
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from .base import (
-    EpochAware,
+    EpochContext,
     PruningStrategy,
     Selection,
     StrategyOptions,
+    StrategyTraits,
     Tables,
     check_choice,
     check_number,
@@ -59,24 +62,32 @@ def visit_bonus(frequency: torch.Tensor, round_index: int) -> torch.Tensor:
 
 
 @register_strategy
-class UpperConfidenceBound(EpochAware, PruningStrategy):
+class UpperConfidenceBound(PruningStrategy):
     """Score: `ema_mean` plus `ucb_c` times the exploration term of `ucb_exploration`. Keeps the `K` highest."""
 
     name = "ucb"
     options_class = UCBOptions
     options: UCBOptions
-    required_tables = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score"})
 
-    def score(self, tables: Tables) -> torch.Tensor:
+    @classmethod
+    def traits_for(cls, options: UCBOptions) -> StrategyTraits:
+        return StrategyTraits(required_tables=frozenset({"loss", "entropy", "ema_mean", "ema_var", "score"}))
+
+    @classmethod
+    def score_description(cls, options: Mapping[str, Any], *, derived: bool = False) -> str:
+        if derived:
+            return super().score_description(options, derived=True)
+        bonus = "sqrt(EMA variance)" if options.get("ucb_exploration", "variance") == "variance" else "visit bonus"
+        return f"UCB score: EMA loss + {options.get('ucb_c', 1.0)} x {bonus}"
+
+    def score(self, tables: Tables, context: EpochContext) -> torch.Tensor:
         mean = tables["ema_mean"]
         if self.options.ucb_exploration == "visits":
-            if self._epoch is None:
-                raise RuntimeError("ucb_exploration='visits' reads the epoch: call strategy.set_epoch(...) first.")
-            bonus = visit_bonus(tables["frequency"], self._epoch + 1)
+            bonus = visit_bonus(tables["frequency"], context.epoch + 1)
             return mean + self.options.ucb_c * bonus.to(mean.dtype)
         if self.options.ucb_exploration != "variance":
             raise invalid_option(self.options, "ucb_exploration", f"choose one of {list(UCB_EXPLORATIONS)}.")
         return mean + self.options.ucb_c * tables["ema_var"].sqrt()
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        return Selection(rows=top_k(self.score(tables), num_keep, generator))
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
+        return Selection(rows=top_k(self.score(tables, context), num_keep, generator))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from .base import PruningStrategy, Selection, Tables
+from .base import EpochContext, PruningStrategy, Selection, StrategyTraits, Tables
 from .registry import register_strategy
 
 
 @register_strategy
 class UniformRandom(PruningStrategy):
     name = "random"
-    required_tables = frozenset({"loss", "entropy"})
 
-    def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
+    @classmethod
+    def traits_for(cls, options: object) -> StrategyTraits:
+        return StrategyTraits(required_tables=frozenset({"loss", "entropy"}))
+
+    def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
         n = tables["frequency"].numel()
         return Selection(rows=torch.randperm(n, generator=generator, device=generator.device)[:num_keep])
