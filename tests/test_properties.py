@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import torch
-from emp_hf_dev.fixtures import context_for
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from emp_hf.sampler import EpochPlanner
 from emp_hf.schedule import EpochSchedule, floor_share
 from emp_hf.strategies import PruningOptions, build_strategy
 from emp_hf.tracker import PruningState
+from emp_hf_dev.fixtures import context_for
 
 METHODS = [
     ("random", {}),

@@ -11,9 +11,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from emp_hf_dev.fixtures import context_for
 
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
+from emp_hf_dev.fixtures import context_for
 
 SELECTIONS = ("sample", "topk", "epsilon_greedy", "soft")
 TOL = 1e-5  # float32 (library) vs float64 (reference) scores: near-ties within TOL may go either way
