@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import PruningStrategy, Selection, Tables
+from .base import PruningStrategy, Selection, Tables, uniform_subset
 from .registry import register_strategy
 
 
@@ -14,5 +14,5 @@ class UniformRandom(PruningStrategy):
     required_tables = frozenset({"loss", "entropy"})
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
-        n = tables["frequency"].numel()
-        return Selection(rows=torch.randperm(n, generator=generator, device=generator.device)[:num_keep])
+        n = tables["frequency"].numel()  # a uniform subset: a Bernoulli keep, its size corrected uniformly
+        return Selection(rows=torch.nonzero(uniform_subset(n, num_keep, generator)).flatten())
