@@ -238,9 +238,9 @@ def top_k_mask(keys: torch.Tensor, k: int, generator: torch.Generator) -> torch.
         return torch.full((n,), k == n, dtype=torch.bool, device=keys.device)
     threshold = kth_largest(keys, k)
     mask = keys > threshold
-    need = k - int(mask.sum())
+    need = k - int(torch.count_nonzero(mask))
     tied = keys == threshold
-    if int(tied.sum()) == need:
+    if int(torch.count_nonzero(tied)) == need:
         return mask.logical_or_(tied)
     perm = randperm_index(n, generator).to(keys.device)
     tied_in_perm_order = perm[tied[perm]]
@@ -292,7 +292,7 @@ def uniform_subset(n: int, k: int, generator: torch.Generator, within: torch.Ten
     is a uniform `k`-subset, with no permutation of the pool.
     """
     device = generator.device
-    size = n if within is None else int(within.sum())
+    size = n if within is None else int(torch.count_nonzero(within))
     k = max(min(k, size), 0)
     if k in (0, size):
         full = torch.full((n,), k > 0, dtype=torch.bool, device=device)
@@ -300,7 +300,7 @@ def uniform_subset(n: int, k: int, generator: torch.Generator, within: torch.Ten
     keep = bernoulli_mask(n, k / size, generator)
     if within is not None:
         keep.logical_and_(within)
-    excess = int(keep.sum()) - k
+    excess = int(torch.count_nonzero(keep)) - k
     if excess > 0:  # drop `excess` of the kept rows
         kept = torch.nonzero(keep).flatten()
         keep[kept[_first_distinct(kept.numel(), excess, generator)]] = False
@@ -341,12 +341,13 @@ def soft_prune(
     n = score.numel()
     seen = ~torch.isnan(score)
     device = score.device
-    weight = torch.ones(n, dtype=torch.float32, device=device)
     if not bool(seen.any()):  # nothing observed yet: nothing to rank by
+        weight = torch.ones(n, dtype=torch.float32, device=device)
         if not num_prune:
             return Selection(rows=torch.arange(n, device=device), weight=weight)
         return Selection(rows=torch.randperm(n, generator=generator, device=device)[: n - num_prune], weight=weight)
     observed = score if bool(seen.all()) else score[seen]
+    del seen
     mean = observed.mean(dtype=torch.float64)  # the float64 mean of the observed scores, without a float64 copy
     del observed
     well_learned = torch.empty(n, dtype=torch.bool, device=device)
@@ -370,7 +371,10 @@ def soft_prune(
             pruned = torch.cat([pruned, others[order[:extra]]])
         r_eff = min(num_prune, size) / size if size else 0.0
         upweight = 1.0 / (1.0 - r_eff) if r_eff < 1.0 else 1.0
+    del candidates, shuffle
     keep = torch.ones(n, dtype=torch.bool, device=device)
     keep[pruned] = False
-    weight.masked_fill_(well_learned.logical_and_(keep), upweight)
-    return Selection(rows=torch.nonzero(keep).flatten(), weight=weight)
+    del pruned
+    rows = torch.nonzero(keep).flatten()
+    weight = torch.ones(n, dtype=torch.float32, device=device).masked_fill_(well_learned.logical_and_(keep), upweight)
+    return Selection(rows=rows, weight=weight)

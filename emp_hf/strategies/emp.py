@@ -93,15 +93,18 @@ def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator, temper
     """
     n = score.numel()
     keys = torch.empty(n, dtype=torch.float64, device=score.device)
-    for start in chunks(n):
-        stop = min(start + CHUNK_ROWS, n)
+    size = CHUNK_ROWS if generator.device.type == "cpu" else max(n, 1)  # a GPU draws its noise in one call
+    for start in chunks(n, size):
+        stop = min(start + size, n)
         part = score[start:stop]
         gumbel = torch.rand(stop - start, generator=generator, dtype=torch.float64, device=generator.device)
         gumbel.clamp_(1e-300, 1.0 - 1e-16).log_().neg_().log_().neg_()
         out = keys[start:stop]
         torch.log(part.double().clamp_min_(0.0), out=out)
         out.div_(temperature).add_(gumbel.to(out.device)).masked_fill_(torch.isnan(part), float("inf"))
-    return torch.nonzero(top_k_mask(keys, k, generator)).flatten()
+    mask = top_k_mask(keys, k, generator)
+    del keys
+    return torch.nonzero(mask).flatten()
 
 
 def spaced_revisit_interval(num_rows: int, k: int, coverage_share: float = SPACED_COVERAGE_SHARE) -> int:
@@ -172,7 +175,8 @@ class EnhanceMemoryPruning(EpochAware, PruningStrategy):
         return frozenset({"loss", "entropy", "score"} | ({"weight"} if self.uses_weights else set()))
 
     def score(self, tables: Tables) -> torch.Tensor:
-        return tables["loss"] + self.options.memory_weight * tables["entropy"]
+        # `loss + memory_weight * entropy`, the sum taken in place (the same float32 values, one temporary)
+        return torch.mul(tables["entropy"], self.options.memory_weight).add_(tables["loss"])
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator) -> Selection:
         score = self.score(tables)
