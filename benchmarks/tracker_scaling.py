@@ -12,12 +12,16 @@ For each N and each strategy (every EMP selection rule, InfoBatch with and witho
   device synchronised (on the CPU also the process CPU time, which other jobs on the machine do not inflate):
   flushing, scoring, selecting, packing the bitmap and drawing the order (the ordered plan
   ends on the CPU, as the sampler yields it). Tables are filled with random statistics first;
+* `primitives`: beside each plan, in the same process, the fewest operations its rule needs (`primitives`:
+  for `random`, `emp`, `infobatch` and `seta`), and `ratio` = plan / primitives (process CPU time);
+* the peak RSS while planning (on Linux: the peak is reset just before, `/proc/self/clear_refs`) and what
+  planning added to the process, against the table bytes;
 * `flush`: the time to apply a full observation buffer (`--buffer-rows` rows of one epoch) to the tables.
 
-Sizes whose estimated peak memory exceeds what is available are skipped with a note (~100 bytes per row at the
-peak of planning on the CPU, see `PLAN_PEAK_BYTES_PER_ROW`); `--plan-max-rows` times the plans only up to a
-smaller N. `peak RSS` is the process's peak resident memory so far (sizes run in increasing order). `--json`
-writes the results.
+Sizes whose estimated peak memory exceeds what is available are skipped with a note (~80 bytes per row at the
+peak of planning on the CPU for the most demanding rule, see `PLAN_PEAK_BYTES_PER_ROW`); `--plan-max-rows` times
+the plans only up to a smaller N. `peak RSS so far` is the process's peak resident memory over the run (sizes in increasing order).
+`--json` writes the results; `--no-primitives` skips the primitive column.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy  # noqa
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
 from emp_hf.tracker import BUFFER_ROWS, PruningState  # noqa: E402
 
-#: Peak bytes per row while planning on the CPU (tables, sort keys, permutations, Gumbel noise, the plan), with a
-#: margin: measured peak RSS at 1e7 rows was ~90 bytes per row for `emp:spaced`, the most demanding rule.
-PLAN_PEAK_BYTES_PER_ROW = 110
+#: Peak bytes per row while planning on the CPU (tables, keys, masks, permutations, the plan), with a margin:
+#: at 1e7 rows planning added at most 52 bytes per row to the 16 of the tables (`emp:epsilon_greedy`, which still
+#: sorts every row); 6-26 for `random`, `emp:sample`, `infobatch` and `seta` (`docs/benchmarks.md`).
+PLAN_PEAK_BYTES_PER_ROW = 80
 
 
 def strategy_specs() -> list[tuple[str, str, PruningOptions]]:

@@ -339,15 +339,14 @@ def soft_prune(
     never pruned and do not enter the mean.
     """
     n = score.numel()
-    seen = ~torch.isnan(score)
+    unseen = int(torch.count_nonzero(torch.isnan(score)))
     device = score.device
-    if not bool(seen.any()):  # nothing observed yet: nothing to rank by
+    if unseen == n:  # nothing observed yet: nothing to rank by
         weight = torch.ones(n, dtype=torch.float32, device=device)
         if not num_prune:
             return Selection(rows=torch.arange(n, device=device), weight=weight)
         return Selection(rows=torch.randperm(n, generator=generator, device=device)[: n - num_prune], weight=weight)
-    observed = score if bool(seen.all()) else score[seen]
-    del seen
+    observed = score if unseen == 0 else score[~torch.isnan(score)]
     mean = observed.mean(dtype=torch.float64)  # the float64 mean of the observed scores, without a float64 copy
     del observed
     well_learned = torch.empty(n, dtype=torch.bool, device=device)
