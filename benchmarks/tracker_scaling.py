@@ -20,8 +20,8 @@ For each N and each strategy (every EMP selection rule, InfoBatch with and witho
 
 Sizes whose estimated peak memory exceeds what is available are skipped with a note (~80 bytes per row at the
 peak of planning on the CPU for the most demanding rule, see `PLAN_PEAK_BYTES_PER_ROW`); `--plan-max-rows` times
-the plans only up to a smaller N. `peak RSS so far` is the process's peak resident memory over the run (sizes in increasing order).
-`--json` writes the results; `--no-primitives` skips the primitive column.
+the plans only up to a smaller N. `peak RSS so far` is the process's peak resident memory over the run (sizes in
+increasing order). `--json` writes the results; `--no-primitives` skips the primitive column.
 """
 
 from __future__ import annotations
