@@ -205,7 +205,7 @@ def kth_largest(keys: torch.Tensor, k: int) -> torch.Tensor:
     n = keys.numel()
     if n <= 4 * CHUNK_ROWS:
         return torch.kthvalue(keys, n - k + 1).values
-    stride = n // (1 << 16)
+    stride = max(n // (1 << 16), 1)
     sample = keys[::stride].sort().values
     s = sample.numel()
     q = (n - k + 0.5) / n * s  # the threshold's rank in the sample, from below
