@@ -5,8 +5,9 @@ row is kept) in an order regenerated from `order_seed` by one of two rules, reco
 
 * `"randperm"` (plans decided on the CPU): the ascending kept rows permuted by
   `torch.randperm(K, generator=torch.Generator().manual_seed(order_seed))`, always drawn on the CPU: one
-  Fisher-Yates pass over K rows (torch's CPU `randperm`, unchanged since torch 1.x for K < 2^32 / 20), three
-  times cheaper than the sort of the other rule;
+  Fisher-Yates pass over K rows (torch's CPU `randperm` on its mt19937 generator), three times cheaper than
+  the sort of the other rule. A torch whose CPU `randperm` drew other permutations would fail the check of
+  the regenerated order below, with an error, never a silently different plan;
 * `"mix64"` (plans decided on a GPU, and every plan of emp_hf <= 0.2): row `i` goes where
   `mix64(i * golden + order_seed)` sorts, with `mix64` the SplitMix64 finaliser (a bijection of 64-bit
   integers, so no two rows tie). Integer multiplications, shifts and a sort of distinct keys give the same
@@ -268,10 +269,16 @@ class PlanHistory(Sequence[torch.Tensor]):
             ascending = torch.nonzero(unpack_mask(entry.bitmap.to(device), self.num_rows)).flatten()
         order = draw_order(ascending, entry.order_seed, entry.order_rule).to("cpu", plan_dtype(self.num_rows))
         if order.numel() != entry.size or tuple(order[:CHECK_ROWS].tolist()) != entry.head:
+            torch_note = (
+                f" (or written by a torch whose CPU randperm differs from torch {torch.__version__}'s: resume with "
+                "the torch that wrote it)"
+                if entry.order_rule == "randperm"
+                else ""
+            )
             raise RuntimeError(
                 f"The plan of epoch {epoch} cannot be regenerated: its bitmap and order seed give other rows than "
-                "the ones recorded when it was decided. The pruning state was edited or corrupted; resume from "
-                "another checkpoint."
+                f"the ones recorded when it was decided. The pruning state was edited or corrupted{torch_note}; "
+                "resume from another checkpoint."
             )
         return order
 
