@@ -12,12 +12,16 @@ For each N and each strategy (every EMP selection rule, InfoBatch with and witho
   device synchronised (on the CPU also the process CPU time, which other jobs on the machine do not inflate):
   flushing, scoring, selecting, packing the bitmap and drawing the order (the ordered plan
   ends on the CPU, as the sampler yields it). Tables are filled with random statistics first;
+* `primitives`: beside each plan, in the same process, the fewest operations its rule needs (`primitives`:
+  for `random`, `emp`, `infobatch` and `seta`), and `ratio` = plan / primitives (process CPU time);
+* the peak RSS while planning (on Linux: the peak is reset just before, `/proc/self/clear_refs`) and what
+  planning added to the process, against the table bytes;
 * `flush`: the time to apply a full observation buffer (`--buffer-rows` rows of one epoch) to the tables.
 
-Sizes whose estimated peak memory exceeds what is available are skipped with a note (~100 bytes per row at the
-peak of planning on the CPU, see `PLAN_PEAK_BYTES_PER_ROW`); `--plan-max-rows` times the plans only up to a
-smaller N. `peak RSS` is the process's peak resident memory so far (sizes run in increasing order). `--json`
-writes the results.
+Sizes whose estimated peak memory exceeds what is available are skipped with a note (~80 bytes per row at the
+peak of planning on the CPU for the most demanding rule, see `PLAN_PEAK_BYTES_PER_ROW`); `--plan-max-rows` times
+the plans only up to a smaller N. `peak RSS so far` is the process's peak resident memory over the run (sizes in
+increasing order). `--json` writes the results; `--no-primitives` skips the primitive column.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy  # noqa
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
 from emp_hf.tracker import BUFFER_ROWS, PruningState  # noqa: E402
 
-#: Peak bytes per row while planning on the CPU (tables, sort keys, permutations, Gumbel noise, the plan), with a
-#: margin: measured peak RSS at 1e7 rows was ~90 bytes per row for `emp:spaced`, the most demanding rule.
-PLAN_PEAK_BYTES_PER_ROW = 110
+#: Peak bytes per row while planning on the CPU (tables, keys, masks, permutations, the plan), with a margin:
+#: at 1e7 rows planning added at most 52 bytes per row to the 16 of the tables (`emp:epsilon_greedy`, which still
+#: sorts every row); 6-26 for `random`, `emp:sample`, `infobatch` and `seta` (`docs/benchmarks.md`).
+PLAN_PEAK_BYTES_PER_ROW = 80
 
 
 def strategy_specs() -> list[tuple[str, str, PruningOptions]]:
@@ -142,6 +147,97 @@ def time_plan(
     return statistics.median(walls), statistics.median(cpus)
 
 
+def permute_kept(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Primitive: the kept rows of `mask`, in a uniformly random order (`nonzero`, then `kept[randperm(K)]`)."""
+    kept = torch.nonzero(mask).flatten()
+    return kept[torch.randperm(kept.numel(), generator=generator, device=generator.device)]
+
+
+def primitives(method: str, options: PruningOptions, tables: dict[str, torch.Tensor], num_keep: int, seed: int):
+    """The plan of `method` written with the fewest operations its rule needs (float32 throughout, one shot, no
+    exact budget, ties ignored), or None for a method without one. The lower bound planning is compared to:
+
+    * `random`: a Bernoulli keep (`rand(N) < K / N`), then a permutation of the kept rows;
+    * `emp`: the score `loss + beta * entropy`, Gumbel keys `log(score) - log(-log(u))`, the `K`-th largest
+      (`kthvalue`), the rows above it, then a permutation (every EMP rule is compared to this, the default's);
+    * `infobatch`: the mean loss, the below-mean mask, a uniform share of it pruned (a Bernoulli draw of the
+      pruned share), the weights (`where`), then a permutation of the kept rows;
+    * `seta`: a uniform subset (a Bernoulli draw of `M / N`), a sort of its losses, the window of `K` of them,
+      then a permutation.
+    """
+    g = torch.Generator(device=tables["loss"].device).manual_seed(seed)
+    device = tables["loss"].device
+    n = tables["loss"].numel()
+    loss = tables["loss"]
+    if method == "random":
+        return permute_kept(torch.rand(n, generator=g, device=device) < num_keep / n, g)
+    if method == "emp":
+        score = loss + options.memory_weight * tables["entropy"]
+        keys = torch.log(score) - torch.log(-torch.log(torch.rand(n, generator=g, device=device)))
+        threshold = torch.kthvalue(keys, n - num_keep + 1).values
+        return permute_kept(keys >= threshold, g)
+    if method == "infobatch":
+        below = loss < loss.mean()
+        share = options.prune_ratio
+        if options.infobatch_match_budget:
+            share = min((n - num_keep) / max(int(below.sum()), 1), 1.0)
+        keep = ~(below & (torch.rand(n, generator=g, device=device) < share))
+        weight = torch.where(below & keep, 1.0 / (1.0 - min(share, 0.999)), 1.0)
+        return permute_kept(keep, g), weight
+    if method == "seta":
+        window = round(options.seta_num_groups * options.seta_window_scale)
+        size = min(n, math.ceil(num_keep * options.seta_num_groups / window))
+        subset = torch.nonzero(torch.rand(n, generator=g, device=device) < size / n).flatten()
+        easy_to_hard = subset[torch.sort(loss[subset]).indices]
+        start = min(size // options.seta_num_groups, max(easy_to_hard.numel() - num_keep, 0))
+        mask = torch.zeros(n, dtype=torch.bool, device=device)
+        mask[easy_to_hard[start : start + num_keep]] = True
+        return permute_kept(mask, g)
+    return None
+
+
+def time_primitives(
+    state: PruningState, method: str, options: PruningOptions, repeats: int, seed: int
+) -> tuple[float, float] | None:
+    """Median wall-clock and process CPU seconds of `primitives` (None for a method without them)."""
+    tables = state.device_tables()
+    num_keep = EpochSchedule(num_rows=state.num_rows, num_epochs=4, prune_ratio=0.5, warmup_epochs=0).num_keep
+    walls, cpus = [], []
+    for _ in range(repeats):
+        gc.collect()
+        sync(state.device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        out = primitives(method, options, tables, num_keep, seed)
+        sync(state.device)
+        if out is None:
+            return None
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+        del out
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (Linux `clear_refs`), so the next read is the peak of what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:  # pragma: no cover - not Linux, or not allowed
+        return False
+
+
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -174,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="write the results to this file")
+    p.add_argument(
+        "--no-primitives", dest="primitives", action="store_false", help="skip timing the primitive operations"
+    )
     args = p.parse_args(argv)
 
     specs = strategy_specs()
@@ -223,8 +322,17 @@ def main(argv: list[str] | None = None) -> int:
             if with_plans:
                 before = state.plan_bytes()
                 repeats = args.plan_repeats if n <= 10**7 else 1
+                gc.collect()
+                rss_before = _proc_status_bytes("VmRSS") if device.type == "cpu" and reset_peak_rss() else None
                 entry["plan_seconds"], entry["plan_cpu_seconds"] = time_plan(state, method, options, repeats, 0)
+                if rss_before is not None:  # the peak RSS of planning, and what planning added to the process
+                    entry["plan_peak_rss_bytes"] = _proc_status_bytes("VmHWM")
+                    entry["plan_added_bytes"] = entry["plan_peak_rss_bytes"] - rss_before
                 entry["plan_bytes_per_epoch"] = state.plan_bytes() - before
+                if args.primitives:
+                    timed = time_primitives(state, method, options, repeats, 0)
+                    if timed is not None:
+                        entry["primitive_seconds"], entry["primitive_cpu_seconds"] = timed
             row["strategies"][label] = entry
             del state
             gc.collect()
@@ -261,6 +369,30 @@ def main(argv: list[str] | None = None) -> int:
         for label in labels:
             cells = [fmt_time(r["strategies"][label].get("plan_seconds")) for r in results]
             print(f"| {label} | " + " | ".join(cells) + " |")
+        if any("primitive_cpu_seconds" in e for r in results for e in r["strategies"].values()):
+            print("\nPlanning against the primitive operations its rule needs (`primitives`), process CPU time:\n")
+            print("| strategy | N | plan | primitives | ratio |")
+            print("|---|---:|---:|---:|---:|")
+            for r in results:
+                for label in labels:
+                    e = r["strategies"][label]
+                    if "primitive_cpu_seconds" in e:
+                        ratio = e["plan_cpu_seconds"] / e["primitive_cpu_seconds"]
+                        plan, prim = fmt_time(e["plan_cpu_seconds"]), fmt_time(e["primitive_cpu_seconds"])
+                        print(f"| {label} | {fmt_rows(r['num_rows'])} | {plan} | {prim} | {ratio:.2f}x |")
+        if any("plan_peak_rss_bytes" in e for r in results for e in r["strategies"].values()):
+            print("\nPeak RSS while planning, per row, against the tables (bytes per row):\n")
+            print("| strategy | N | tables | peak RSS | peak / tables | added by planning |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for r in results:
+                n = r["num_rows"]
+                for label in labels:
+                    e = r["strategies"][label]
+                    if "plan_peak_rss_bytes" in e:
+                        tables, peak = e["table_bytes_per_row"], e["plan_peak_rss_bytes"] / n
+                        added = e["plan_added_bytes"] / n
+                        cells = f"{tables:.1f} | {peak:.1f} | {peak / tables:.2f}x | {added:.1f}"
+                        print(f"| {label} | {fmt_rows(n)} | {cells} |")
         flush_cells = " | ".join(fmt_time(r["flush_seconds"]) for r in results)
         print(f"| flush of {args.buffer_rows:,} buffered rows | {flush_cells} |")
         rss_cells = " | ".join(f"{r['peak_rss_bytes'] / 2**30:.2f} GiB" for r in results)

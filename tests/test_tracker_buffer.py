@@ -290,9 +290,28 @@ def test_plans_are_stored_as_bitmaps_and_regenerate_exactly():
     kept = restored.kept_in_epoch()
     for epoch, plan in enumerate(decided):
         assert sorted(plan.tolist()) == torch.nonzero(kept[epoch]).flatten().tolist()
-    # the order is the kept rows sorted by their SplitMix64 keys: recomputed by hand, in plain Python integers
-    rows = torch.nonzero(kept[2]).flatten().tolist()
-    assert sorted(rows, key=lambda r: splitmix64_key(r, order_seed(3, 2))) == decided[2].tolist()
+    # decided on the CPU, the order is the ascending kept rows permuted by a CPU randperm seeded by the order seed
+    rows = torch.nonzero(kept[2]).flatten()
+    permutation = torch.randperm(rows.numel(), generator=torch.Generator().manual_seed(order_seed(3, 2)))
+    assert state.plans.entries[2].order_rule == "randperm"
+    assert rows[permutation].tolist() == decided[2].tolist()
+
+
+def test_plans_saved_before_the_order_rule_was_recorded_regenerate_by_the_hash_sort():
+    """A checkpoint of emp_hf <= 0.2 has no `order_rule`: its plans are the kept rows sorted by their SplitMix64
+    keys (recomputed here by hand, in plain Python integers), and they still load and regenerate."""
+    n = 50
+    state, _ = planned_state(n)
+    saved = state.state_dict()
+    kept = torch.nonzero(state.plans.kept(2)).flatten().tolist()
+    old_order = sorted(kept, key=lambda r: splitmix64_key(r, order_seed(3, 2)))
+    for entry in saved["plans"]:
+        del entry["order_rule"]
+    saved["plans"][2]["head"] = old_order[:16]
+    restored = PruningState(num_rows=n, track=state.tracked)
+    restored.load_state_dict(saved)
+    assert restored.plans.entries[2].order_rule == "mix64"
+    assert restored.plans[2].tolist() == old_order
 
 
 def splitmix64_key(row: int, seed: int) -> int:

@@ -260,6 +260,16 @@ class PruningStrategy(ABC):
         """
 
 
+#: Rows per chunk of the chunked passes of planning (bounded temporaries; a multiple of every SIMD width, so a
+#: chunked elementwise op gives the values of the one-shot op).
+CHUNK_ROWS = 1 << 20
+
+
+def chunks(n: int, size: int = CHUNK_ROWS) -> range:
+    """The starts of the `size`-row chunks of `range(n)`."""
+    return range(0, n, size)
+
+
 def rank_descending(score: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Row indices by descending score, NaN (never observed) first, ties broken by `generator`."""
     perm = torch.randperm(score.numel(), generator=generator, device=generator.device)
@@ -267,9 +277,130 @@ def rank_descending(score: torch.Tensor, generator: torch.Generator) -> torch.Te
     return perm[torch.sort(keyed, descending=True, stable=True).indices]
 
 
+def randperm_index(n: int, generator: torch.Generator) -> torch.Tensor:
+    """`torch.randperm(n)` of `generator`, as int32 on the CPU below 2**31 rows (the same permutation as int64
+    there, at half the memory traffic)."""
+    small = generator.device.type == "cpu" and n < 2**31
+    return torch.randperm(n, generator=generator, device=generator.device, dtype=torch.int32 if small else torch.int64)
+
+
+def kth_largest(keys: torch.Tensor, k: int) -> torch.Tensor:
+    """The `k`-th largest of `keys` (no NaN, `1 <= k <= N`), as a 0-d tensor, without a copy of `keys`.
+
+    A strided sample brackets the threshold; the keys inside the bracket (a few per thousand) are gathered in
+    chunked passes and the exact order statistic taken among them. If the bracket misses (keys far from
+    exchangeable), `torch.kthvalue` on all of them.
+    """
+    n = keys.numel()
+    if n <= 4 * CHUNK_ROWS:
+        return torch.kthvalue(keys, n - k + 1).values
+    stride = max(n // (1 << 16), 1)
+    sample = keys[::stride].sort().values
+    s = sample.numel()
+    q = (n - k + 0.5) / n * s  # the threshold's rank in the sample, from below
+    margin = 6.0 * math.sqrt(max(q * (s - q) / s, 1.0)) + 2
+    lo_i, hi_i = math.floor(q - margin), math.ceil(q + margin)
+    inf = torch.tensor(float("inf"), dtype=keys.dtype, device=keys.device)
+    lo = sample[lo_i] if lo_i >= 0 else -inf
+    hi = sample[hi_i] if hi_i < s else inf
+    above, band = 0, []
+    for start in chunks(n):
+        chunk = keys[start : start + CHUNK_ROWS]
+        above += int((chunk > hi).sum())
+        band.append(chunk[(chunk > lo) & (chunk <= hi)])
+    inside = torch.cat(band)
+    if above < k <= above + inside.numel():
+        return torch.kthvalue(inside, inside.numel() - (k - above) + 1).values
+    return torch.kthvalue(keys, n - k + 1).values
+
+
+def top_k_mask(keys: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Bool mask of the rows of `rank_descending(keys, generator)[:k]`, for `keys` without NaN, without sorting.
+
+    The rows above the `k`-th largest key are in; ties at it are broken as `rank_descending` breaks them, by the
+    position of each tied row in the same `randperm(N)` of `generator`, drawn only when the threshold is tied
+    (so the generator is left where `rank_descending` leaves it only in that case: call it last).
+    """
+    n = keys.numel()
+    k = max(min(k, n), 0)
+    if k in (0, n):
+        return torch.full((n,), k == n, dtype=torch.bool, device=keys.device)
+    threshold = kth_largest(keys, k)
+    mask = keys > threshold
+    need = k - int(torch.count_nonzero(mask))
+    tied = keys == threshold
+    if int(torch.count_nonzero(tied)) == need:
+        return mask.logical_or_(tied)
+    perm = randperm_index(n, generator).to(keys.device)
+    tied_in_perm_order = perm[tied[perm]]
+    mask[tied_in_perm_order[:need]] = True
+    return mask
+
+
 def top_k(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """The `k` highest-scored rows (NaN first, ties broken by `generator`)."""
-    return rank_descending(score, generator)[:k]
+    """The `k` highest-scored rows (NaN first, ties broken by `generator`), ascending: the rows of
+    `rank_descending(score, generator)[:k]`."""
+    keyed = torch.nan_to_num(score, nan=float("inf"))  # float32 orders as its float64 cast does
+    return torch.nonzero(top_k_mask(keyed, k, generator)).flatten()
+
+
+def _first_distinct(
+    pool: int, count: int, generator: torch.Generator, accept: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The first `count` distinct values of an i.i.d. uniform sequence over `range(pool)` (only values `v` with
+    `accept[v]`, if given): a uniform sample of `count` of them without replacement. Expects enough of them."""
+    device = generator.device
+    picked = torch.empty(0, dtype=torch.int64, device=device)
+    while picked.numel() < count:
+        draws = torch.randint(pool, (2 * (count - picked.numel()) + 64,), generator=generator, device=device)
+        if accept is not None:
+            draws = draws[accept[draws]]
+        sequence = torch.cat([picked, draws])
+        values, order = torch.sort(sequence, stable=True)
+        first = torch.ones_like(values, dtype=torch.bool)
+        first[1:] = values[1:] != values[:-1]
+        picked = sequence[torch.sort(order[first]).values][:count]
+    return picked
+
+
+def bernoulli_mask(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """A bool mask of `n` independent Bernoulli(`p`) draws, from float32 uniforms drawn a chunk at a time."""
+    mask = torch.empty(n, dtype=torch.bool, device=generator.device)
+    for start in chunks(n):
+        stop = min(start + CHUNK_ROWS, n)
+        torch.lt(torch.rand(stop - start, generator=generator, device=generator.device), p, out=mask[start:stop])
+    return mask
+
+
+def uniform_subset(n: int, k: int, generator: torch.Generator, within: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool mask of `k` rows drawn uniformly without replacement from `range(n)` (from the rows of the bool mask
+    `within`, if given, which must hold at least `k`).
+
+    A Bernoulli keep of each row (probability `k / |pool|`), then the excess dropped or the shortfall added
+    uniformly (`_first_distinct`): given its size a Bernoulli set is a uniform subset of that size, so the result
+    is a uniform `k`-subset, with no permutation of the pool.
+    """
+    device = generator.device
+    size = n if within is None else int(torch.count_nonzero(within))
+    k = max(min(k, size), 0)
+    if k in (0, size):
+        full = torch.full((n,), k > 0, dtype=torch.bool, device=device)
+        return full if within is None or k == 0 else within.clone()
+    keep = bernoulli_mask(n, k / size, generator)
+    if within is not None:
+        keep.logical_and_(within)
+    excess = int(torch.count_nonzero(keep)) - k
+    if excess > 0:  # drop `excess` of the kept rows
+        kept = torch.nonzero(keep).flatten()
+        keep[kept[_first_distinct(kept.numel(), excess, generator)]] = False
+    elif excess < 0:  # add `-excess` of the pool's other rows
+        others = ~keep if within is None else within & ~keep
+        if 4 * (size - k - excess) >= n:  # rejection from range(n) accepts often enough
+            keep[_first_distinct(n, -excess, generator, accept=others)] = True
+        else:
+            rest = torch.nonzero(others).flatten()
+            keep[rest[_first_distinct(rest.numel(), -excess, generator)]] = True
+    return keep
 
 
 def greedy_with_exploration(score: torch.Tensor, k: int, epsilon: float, generator: torch.Generator) -> torch.Tensor:
@@ -297,23 +428,28 @@ def soft_prune(
     never pruned and do not enter the mean.
     """
     n = score.numel()
-    seen = ~torch.isnan(score)
+    unseen = int(torch.count_nonzero(torch.isnan(score)))
     device = score.device
-    weight = torch.ones(n, dtype=torch.float32, device=device)
-    if not bool(seen.any()):  # nothing observed yet: nothing to rank by
+    if unseen == n:  # nothing observed yet: nothing to rank by
+        weight = torch.ones(n, dtype=torch.float32, device=device)
         if not num_prune:
             return Selection(rows=torch.arange(n, device=device), weight=weight)
         return Selection(rows=torch.randperm(n, generator=generator, device=device)[: n - num_prune], weight=weight)
-    well_learned = seen & (score.double() < score[seen].double().mean())
+    observed = score if unseen == 0 else score[~torch.isnan(score)]
+    mean = observed.mean(dtype=torch.float64)  # the float64 mean of the observed scores, without a float64 copy
+    del observed
+    well_learned = torch.empty(n, dtype=torch.bool, device=device)
+    for start in chunks(n):  # `score < mean` in float64 (NaN compares False), a chunk at a time
+        torch.lt(score[start : start + CHUNK_ROWS].double(), mean, out=well_learned[start : start + CHUNK_ROWS])
     candidates = torch.nonzero(well_learned).flatten()
-    candidates = candidates[torch.randperm(candidates.numel(), generator=generator, device=device)]
     size = candidates.numel()
+    shuffle = randperm_index(size, generator)  # a uniform order of the below-mean rows; the share is its head
     if num_prune is None:
         assert ratio is not None
-        pruned = candidates[: floor_share(ratio, size)]
+        pruned = candidates[shuffle[: floor_share(ratio, size)]]
         upweight = 1.0 / (1.0 - ratio)
     else:
-        pruned = candidates[: min(num_prune, size)]
+        pruned = candidates[shuffle[: min(num_prune, size)]]
         extra = num_prune - pruned.numel()
         if extra > 0:  # the below-mean set is too small: also drop the lowest-scored other rows
             others = torch.nonzero(~well_learned).flatten()
@@ -323,7 +459,10 @@ def soft_prune(
             pruned = torch.cat([pruned, others[order[:extra]]])
         r_eff = min(num_prune, size) / size if size else 0.0
         upweight = 1.0 / (1.0 - r_eff) if r_eff < 1.0 else 1.0
+    del candidates, shuffle
     keep = torch.ones(n, dtype=torch.bool, device=device)
     keep[pruned] = False
-    weight[well_learned & keep] = upweight
-    return Selection(rows=torch.nonzero(keep).flatten(), weight=weight)
+    del pruned
+    rows = torch.nonzero(keep).flatten()
+    weight = torch.ones(n, dtype=torch.float32, device=device).masked_fill_(well_learned.logical_and_(keep), upweight)
+    return Selection(rows=rows, weight=weight)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .base import (
+    CHUNK_ROWS,
     EpochContext,
     PruningStrategy,
     Selection,
@@ -23,11 +24,12 @@ from .base import (
     Tables,
     check_choice,
     check_number,
+    chunks,
     greedy_with_exploration,
     invalid_option,
-    rank_descending,
     soft_prune,
     top_k,
+    top_k_mask,
 )
 from .epsilon_greedy import EpsilonGreedyOptions
 from .registry import register_strategy
@@ -84,15 +86,27 @@ class EMPOptions(SeTaOptions, EpsilonGreedyOptions):
 
 
 def gumbel_top_k(score: torch.Tensor, k: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
-    """`k` rows without replacement, with probability proportional to `score ** (1 / temperature)` (Gumbel-top-k).
+    """`k` rows without replacement, with probability proportional to `score ** (1 / temperature)` (Gumbel-top-k),
+    ascending.
 
-    Rows never observed (NaN) come first; rows scored 0 only fill places no positive score can.
+    Rows never observed (NaN) come first; rows scored 0 only fill places no positive score can. The float64 keys
+    `log(score) / temperature + Gumbel noise` are computed a chunk at a time into one buffer and cut at the
+    `k`-th largest (`top_k_mask`: no sort, the rows of a full descending sort of the keys).
     """
-    uniform = torch.rand(score.numel(), generator=generator, dtype=torch.float64, device=generator.device)
-    gumbel = -torch.log(-torch.log(uniform.clamp(1e-300, 1.0 - 1e-16)))
-    keys = torch.log(score.double().clamp_min(0.0)) / temperature + gumbel
-    keys = torch.where(torch.isnan(score), float("inf"), keys)
-    return rank_descending(keys, generator)[:k]
+    n = score.numel()
+    keys = torch.empty(n, dtype=torch.float64, device=score.device)
+    size = CHUNK_ROWS if generator.device.type == "cpu" else max(n, 1)  # a GPU draws its noise in one call
+    for start in chunks(n, size):
+        stop = min(start + size, n)
+        part = score[start:stop]
+        gumbel = torch.rand(stop - start, generator=generator, dtype=torch.float64, device=generator.device)
+        gumbel.clamp_(1e-300, 1.0 - 1e-16).log_().neg_().log_().neg_()
+        out = keys[start:stop]
+        torch.log(part.double().clamp_min_(0.0), out=out)
+        out.div_(temperature).add_(gumbel.to(out.device)).masked_fill_(torch.isnan(part), float("inf"))
+    mask = top_k_mask(keys, k, generator)
+    del keys
+    return torch.nonzero(mask).flatten()
 
 
 def spaced_revisit_interval(num_rows: int, k: int, coverage_share: float = SPACED_COVERAGE_SHARE) -> int:
@@ -167,7 +181,8 @@ class EnhanceMemoryPruning(PruningStrategy):
             self.options.check_open_window(args)
 
     def score(self, tables: Tables, context: EpochContext) -> torch.Tensor:
-        return tables["loss"] + self.options.memory_weight * tables["entropy"]
+        # `loss + memory_weight * entropy`, the sum taken in place (the same float32 values, one temporary)
+        return torch.mul(tables["entropy"], self.options.memory_weight).add_(tables["loss"])
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
         score = self.score(tables, context)

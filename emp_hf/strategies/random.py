@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import EpochContext, PruningStrategy, Selection, StrategyTraits, Tables
+from .base import EpochContext, PruningStrategy, Selection, StrategyTraits, Tables, uniform_subset
 from .registry import register_strategy
 
 
@@ -17,5 +17,5 @@ class UniformRandom(PruningStrategy):
         return StrategyTraits(required_tables=frozenset({"loss", "entropy"}))
 
     def select(self, tables: Tables, num_keep: int, generator: torch.Generator, context: EpochContext) -> Selection:
-        n = tables["frequency"].numel()
-        return Selection(rows=torch.randperm(n, generator=generator, device=generator.device)[:num_keep])
+        n = tables["frequency"].numel()  # a uniform subset: a Bernoulli keep, its size corrected uniformly
+        return Selection(rows=torch.nonzero(uniform_subset(n, num_keep, generator)).flatten())

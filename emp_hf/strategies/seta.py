@@ -39,6 +39,7 @@ from .base import (
     check_choice,
     check_number,
     invalid_option,
+    randperm_index,
 )
 from .registry import register_strategy
 
@@ -149,15 +150,18 @@ def sliding_window_selection(
     """
     n = score.numel()
     num_keep = min(num_keep, n)
-    perm = torch.randperm(n, generator=generator, device=generator.device).to(score.device)
+    perm = randperm_index(n, generator).to(score.device)
     if step == 0:
-        return perm[:num_keep]
+        return perm[:num_keep].long()
     size = seta_subset_size(n, num_keep, num_groups, window)
     subset = perm[:size]
-    keyed = torch.nan_to_num(score[subset].double(), nan=math.inf)
-    easy_to_hard = subset[torch.sort(keyed, stable=True).indices]
+    del perm
+    keyed = score[subset]
+    if bool(torch.isposinf(keyed).any()):  # NaN must tie with +inf, as the float64 `nan_to_num` makes them
+        keyed = torch.nan_to_num(keyed, nan=math.inf)
+    easy_to_hard = subset[torch.sort(keyed, stable=True).indices]  # a stable sort puts NaN last, as +inf
     start = min(seta_window_start(step, num_groups, window) * size // num_groups, size - num_keep)
-    return easy_to_hard[start : start + num_keep]
+    return easy_to_hard[start : start + num_keep].long()
 
 
 def kmeans_band_edges(values: torch.Tensor, num_groups: int, max_iterations: int = 300) -> torch.Tensor:
