@@ -118,6 +118,7 @@ class EpochRecorder(TrainerCallback):
                 "epoch": self.trainer.current_epoch,
                 "global_step": state.global_step,
                 "num_plans": len(ps.plans),
+                "held_rows": [ps.row_start, ps.row_stop],  # the block of rows this process keeps tables of
                 "hash": state_hash(ps),
             }
         )
