@@ -12,10 +12,10 @@ flush, `emp_hf.distributed.attach_process_group`); every process must then reach
 trainer guarantees by flushing at the points every process passes (planning, checkpoint save, end of training).
 
 Sharded rows (several processes, `PruningState.shard`): each process keeps the statistic tables of one contiguous
-block of rows (`RowShards.block`), and the flush applies only the gathered observations of the rows it owns. The
+block of rows (`block`), and the flush applies only the gathered observations of the rows it owns. The
 tables set at planning and read per row by the per-batch path (`REPLICATED_TABLES`: `weight`) stay whole on every
 process. A read of a statistic table assembles it from every process (one collective: read on every process),
-and `with state.whole():` holds every row's tables for the block inside it (planning, saving a checkpoint).
+and inside `with state.whole():` every process holds every row's tables (planning, saving a checkpoint).
 
 The flush redirects rows that must not be updated (padding, duplicates, non-finite values) to a spare "trash"
 slot at index `N` instead of filtering them out with boolean indexing (which would synchronise with the host).
@@ -248,6 +248,9 @@ class PruningState:
     def tables(self) -> dict[str, torch.Tensor]:
         """The per-row tables after a flush, each with `N + 1` entries (slot `N` is the trash slot). Sharded:
         assembled copies (one collective; writes to them do not reach the state)."""
+        if self.shards is None:
+            self.flush()
+            return self._tables
         return self._gathered(self._tables)
 
     def device_tables(self) -> dict[str, torch.Tensor]:
