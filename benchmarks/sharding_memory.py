@@ -22,8 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the checkout its processes import emp_hf from (PYTHONPATH)
 
 METHODS = ("emp", "infobatch", "random", "ucb")
 BATCH = 4096

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-from launching import run_processes, torchrun_cmd
+
+from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 pytestmark = pytest.mark.distributed
 
