@@ -1,4 +1,5 @@
-"""Gather per-example observations from every process: int64 rows and float32 values, separately, once per flush."""
+"""Gather per-example observations from every process (int64 rows and float32 values, separately, once per flush),
+and shard the pruning state's rows across the processes (`shard_across_processes`)."""
 
 from __future__ import annotations
 
@@ -61,12 +62,40 @@ class ProcessGather:
         return self
 
 
+class ProcessShards:
+    """The `PruningState.shards` of a multi-process run: this process's rank, and accelerate's collectives."""
+
+    def __init__(self, accelerator: Accelerator) -> None:
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index
+        self.world = accelerator.num_processes
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.gather(tensor.contiguous())
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, reduction="sum")
+
+    def __deepcopy__(self, memo: dict) -> ProcessShards:  # a copied state keeps the process group
+        return self
+
+
+def shard_across_processes(state: PruningState, accelerator: Accelerator) -> None:
+    """Make each process keep only its block of `state`'s rows (a no-op with one process, or if sharded already).
+
+    Call it on every process, with the state whole (e.g. right after creating or loading it); nothing is exchanged.
+    """
+    if accelerator.num_processes > 1 and state.shards is None:
+        state.shard(ProcessShards(accelerator))
+
+
 def attach_process_group(state: PruningState, accelerator: Accelerator, batch_size: int) -> None:
     """Make `state` gather from every process at each flush (a no-op with one process, or if already attached).
 
     Each process then pads every micro-batch to `batch_size` rows in the buffer, so every buffer holds the same
-    number of slots and the flush needs one gather, no exchange of sizes. Every process must flush at the same
-    points: read the state (or call `state.flush()`) on every process, never on one alone.
+    number of slots and the flush needs one gather, no exchange of sizes; a sharded state (`shard_across_processes`)
+    applies only the gathered observations of its own rows. Every process must flush at the same points: read the
+    state (or call `state.flush()`) on every process, never on one alone.
     """
     if accelerator.num_processes == 1 or isinstance(state.gather, ProcessGather):
         return

@@ -35,7 +35,8 @@ class EpochPlanner:
     Planning runs where the tables live (the training device), with a generator there seeded by
     `(seed, epoch)`: no table is copied to the host. The selected rows are stored as a bitmap and shuffled by a
     keyed hash of `order_seed(seed, epoch)` (the same order on every device). Plans are identical on every
-    process (same state, seed and device type) and reproducible from `(state, seed, epoch)`.
+    process (same state, seed and device type) and reproducible from `(state, seed, epoch)`. A sharded state is
+    whole while an epoch is planned (`PruningState.whole`), so every process decides the one-process plan.
     """
 
     def __init__(self, state: PruningState, strategy: PruningStrategy, schedule: EpochSchedule, seed: int) -> None:
@@ -67,13 +68,14 @@ class EpochPlanner:
             return plans[epoch]
         if epoch > len(plans):
             raise RuntimeError(f"Cannot plan epoch {epoch} before epoch {len(plans)}.")
-        tables, context = self._begin_epoch(epoch)
-        rows, weight = None, None
-        if context.phase == "pruned":
-            generator = epoch_generator(self.seed, epoch, self.state.device)
-            selection = self.strategy.select(tables, context.num_keep, generator, context)
-            rows, weight = selection.rows, selection.weight
-        return self.state.record_selection(epoch, rows, order_seed(self.seed, epoch), weight)
+        with self.state.whole():  # sharded: every row's tables while planning (one collective), own rows after
+            tables, context = self._begin_epoch(epoch)
+            rows, weight = None, None
+            if context.phase == "pruned":
+                generator = epoch_generator(self.seed, epoch, self.state.device)
+                selection = self.strategy.select(tables, context.num_keep, generator, context)
+                rows, weight = selection.rows, selection.weight
+            return self.state.record_selection(epoch, rows, order_seed(self.seed, epoch), weight)
 
     def plan_size(self, epoch: int) -> int:
         """The number of rows of `epoch`'s plan (decided first if it is the next unplanned epoch)."""
@@ -86,11 +88,12 @@ class EpochPlanner:
         `visited` (a bool mask of the rows it trained; None: every row) becomes its plan, in ascending order."""
         if epoch != len(self.state.plans):
             return
-        self._begin_epoch(epoch)
-        if visited is None or bool(visited.all()):
-            self.state.record_selection(epoch, None, order_seed=None)
-        else:  # an early stop or `dataloader_drop_last`: the rows that never ran are not in the plan
-            self.state.record_plan(epoch, torch.nonzero(visited).flatten().cpu())
+        with self.state.whole():
+            self._begin_epoch(epoch)
+            if visited is None or bool(visited.all()):
+                self.state.record_selection(epoch, None, order_seed=None)
+            else:  # an early stop or `dataloader_drop_last`: the rows that never ran are not in the plan
+                self.state.record_plan(epoch, torch.nonzero(visited).flatten().cpu())
 
 
 class PruningSampler(Sampler[int]):

@@ -11,6 +11,12 @@ sees a stale table. With several processes, the flush first gathers every proces
 flush, `emp_hf.distributed.attach_process_group`); every process must then reach the flush together, which the
 trainer guarantees by flushing at the points every process passes (planning, checkpoint save, end of training).
 
+Sharded rows (several processes, `PruningState.shard`): each process keeps the statistic tables of one contiguous
+block of rows (`block`), and the flush applies only the gathered observations of the rows it owns. The
+tables set at planning and read per row by the per-batch path (`REPLICATED_TABLES`: `weight`) stay whole on every
+process. A read of a statistic table assembles it from every process (one collective: read on every process),
+and inside `with state.whole():` every process holds every row's tables (planning, saving a checkpoint).
+
 The flush redirects rows that must not be updated (padding, duplicates, non-finite values) to a spare "trash"
 slot at index `N` instead of filtering them out with boolean indexing (which would synchronise with the host).
 Its result is exactly that of applying the micro-batches one by one in order: within one epoch, the first
@@ -19,8 +25,9 @@ occurrence of a row counts and every later one (in the same micro-batch or a lat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import torch
 
@@ -45,12 +52,36 @@ TABLE_SPECS: dict[str, tuple[torch.dtype, float]] = {
 }
 ALL_TABLES = frozenset(TABLE_SPECS)
 ALWAYS_TRACKED = frozenset({"frequency", "last_epoch"})
+#: Tables every process keeps whole when the rows are sharded: set at planning, read per row by the per-batch path
+#: (`loss_weight`) for rows any process trains.
+REPLICATED_TABLES = frozenset({"weight"})
 #: What `PruningState.score` is derived from when the state keeps no `score` table (see `derived_score`).
 DERIVED_SCORE_TABLE = "loss"
 #: Default capacity of the observation buffer, in rows (16 bytes each).
 BUFFER_ROWS = 1 << 15
 
 Gather = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class RowShards(Protocol):
+    """The processes a sharded state's rows are split across (`emp_hf.distributed.ProcessShards`).
+
+    Process `rank` of `world` owns the contiguous block of rows `[rank*N//world, (rank+1)*N//world)`.
+    """
+
+    rank: int
+    world: int
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's `tensor` (same shape everywhere), concatenated along dim 0 in rank order."""
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of `tensor` over every process."""
+
+
+def block(num_rows: int, rank: int, world: int) -> tuple[int, int]:
+    """`[start, stop)` of the rows process `rank` of `world` owns (contiguous blocks, sizes differ by <= 1)."""
+    return rank * num_rows // world, (rank + 1) * num_rows // world
 
 
 class ObservationBuffer:
@@ -121,6 +152,8 @@ class PruningState:
         self.gather: Gather | None = None  # set for several processes (emp_hf.distributed.attach_process_group)
         self.micro_batch_width: int | None = None  # with `gather`: every micro-batch padded to this many rows
         self.buffer_rows = buffer_rows
+        self.shards: RowShards | None = None  # set with several processes (`shard`): this process's rows only
+        self.row_start, self.row_stop = 0, num_rows  # the rows whose statistic tables this process keeps
         self._tables = {name: self._new_table(name) for name in TABLE_SPECS if name in names}
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
         self._plans = PlanHistory(num_rows)
@@ -128,7 +161,82 @@ class PruningState:
 
     def _new_table(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         spec_dtype, value = TABLE_SPECS[name]
-        return torch.full((self.num_rows + 1,), value, dtype=dtype or spec_dtype, device=self.device)
+        rows = self.num_rows if name in REPLICATED_TABLES else self.row_stop - self.row_start
+        return torch.full((rows + 1,), value, dtype=dtype or spec_dtype, device=self.device)
+
+    # ------------------------------------------------------------------ sharding across processes
+    def shard(self, shards: RowShards) -> None:
+        """Keep only the statistic tables of this process's block of rows (`REPLICATED_TABLES` stay whole).
+
+        Every process must call it (with its own rank); nothing is exchanged. The state must be whole."""
+        if self.shards is not None:
+            raise RuntimeError("This pruning state is sharded already.")
+        self.flush()
+        start, stop = block(self.num_rows, shards.rank, shards.world)
+        for name, table in self._tables.items():
+            if name not in REPLICATED_TABLES:
+                local = torch.cat([table[start:stop], table[-1:]])  # own rows, then this process's trash slot
+                self._tables[name] = local
+        if shards.rank != 0:  # the non-finite tally lives on process 0 (the sum over processes is the total)
+            self._nonfinite = torch.zeros_like(self._nonfinite)
+        self.shards, self.row_start, self.row_stop = shards, start, stop
+
+    def unshard(self) -> None:
+        """Every process holds every row's tables again (one collective: call it on every process)."""
+        shards = self.shards
+        if shards is None:
+            self.flush()
+            return
+        tables = self._gathered(self._tables)
+        self._nonfinite = self.nonfinite_count.clone()
+        self._tables, self.shards, self.row_start, self.row_stop = tables, None, 0, self.num_rows
+
+    @contextlib.contextmanager
+    def whole(self) -> Iterator[PruningState]:
+        """Inside, every process holds every row's tables (assembled on entry: call it on every process); its own
+        rows' tables again on exit (nothing exchanged). What a main-process-only reader (saving, a record) needs."""
+        shards = self.shards
+        self.unshard()
+        try:
+            yield self
+        finally:
+            if shards is not None:
+                self.shard(shards)
+
+    def _gathered(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The flushed tables `names` of every row (`N + 1` entries; the trash slot is process 0's), assembled from
+        every process with one all-gather of their bytes. A whole state returns its own tables."""
+        self.flush()
+        names = list(names)
+        shards = self.shards
+        if shards is None:
+            return {name: self._tables[name] for name in names}
+        sharded = [name for name in names if name not in REPLICATED_TABLES]
+        out = {name: self._tables[name] for name in names if name in REPLICATED_TABLES}
+        if not sharded:
+            return out
+        n, world = self.num_rows, shards.world
+        sizes = [stop - start for start, stop in (block(n, r, world) for r in range(world))]
+        # every process sends `width` entries a table (its rows, its trash slot, padding): a multiple of 8, so that
+        # every table's bytes start aligned for any dtype
+        width = -(-(max(sizes) + 1) // 8) * 8
+        packed = []
+        for name in sharded:
+            table = self._tables[name]
+            padded = table.new_zeros(width)
+            padded[: table.numel()] = table
+            packed.append(padded.view(torch.uint8))  # bytes: one collective for every dtype (gloo has no int16)
+        gathered = shards.all_gather(torch.cat(packed)).view(world, -1)
+        offset = 0
+        for name in sharded:
+            dtype = self._tables[name].dtype
+            span = width * self._tables[name].element_size()
+            parts = [gathered[r, offset : offset + span].view(dtype)[: sizes[r]] for r in range(world)]
+            trash = gathered[0, offset : offset + span].view(dtype)[sizes[0] : sizes[0] + 1]
+            out[name] = torch.cat([*parts, trash])
+            offset += span
+        del gathered
+        return {name: out[name] for name in names}
 
     # ------------------------------------------------------------------ flushed views: the only way in
     @property
@@ -138,15 +246,17 @@ class PruningState:
 
     @property
     def tables(self) -> dict[str, torch.Tensor]:
-        """The per-row tables after a flush, each with `N + 1` entries (slot `N` is the trash slot)."""
-        self.flush()
-        return self._tables
+        """The per-row tables after a flush, each with `N + 1` entries (slot `N` is the trash slot). Sharded:
+        assembled copies (one collective; writes to them do not reach the state)."""
+        if self.shards is None:
+            self.flush()
+            return self._tables
+        return self._gathered(self._tables)
 
     def device_tables(self) -> dict[str, torch.Tensor]:
         """Views of the flushed per-row tables (without the trash slot) on the state's device: what strategies
-        decide from."""
-        self.flush()
-        return {name: table[:-1] for name, table in self._tables.items()}
+        decide from. Sharded: every row's, assembled (one collective), held until the caller drops them."""
+        return {name: table[:-1] for name, table in self._gathered(self._tables).items()}
 
     def cpu_tables(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the flushed per-row tables (without the trash slot)."""
@@ -155,8 +265,7 @@ class PruningState:
     def __getattr__(self, name: str) -> torch.Tensor:
         tables = self.__dict__.get("_tables")
         if tables is not None and name in tables:
-            self.flush()
-            return tables[name][:-1]
+            return self._gathered([name])[name][:-1]
         if tables is not None and name == "score" and DERIVED_SCORE_TABLE in tables:
             return self.derived_score()
         if tables is not None and name in TABLE_SPECS:
@@ -173,14 +282,14 @@ class PruningState:
         It is what `infobatch` and `seta` rank by (`PruningStrategy.score`'s default); `random` and `none` rank by
         nothing, and for them it is the same per-row difficulty, so a coreset (`select_rows(top_k=k)`) of any
         method ranks by a defined statistic."""
-        self.flush()
-        return self._tables[DERIVED_SCORE_TABLE][:-1].clone()
+        return self._gathered([DERIVED_SCORE_TABLE])[DERIVED_SCORE_TABLE][:-1].clone()
 
     @property
     def nonfinite_count(self) -> torch.Tensor:
-        """How many visits had a non-finite loss or entropy (a 0-d int64 tensor on the state's device)."""
+        """How many visits had a non-finite loss or entropy (a 0-d int64 tensor on the state's device; sharded: the
+        sum over every process, one collective)."""
         self.flush()
-        return self._nonfinite
+        return self._nonfinite if self.shards is None else self.shards.sum(self._nonfinite)
 
     @property
     def seen(self) -> torch.Tensor:
@@ -232,11 +341,15 @@ class PruningState:
         buffer.clear()
 
     def _apply(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, epoch: int) -> None:
-        """One vectorised update for observations of one epoch, in order (first occurrence wins)."""
+        """One vectorised update for observations of one epoch, in order (first occurrence wins). Sharded: only
+        the rows this process owns; every other row goes to the trash slot, as padding does."""
         self._fit_epoch(epoch)
-        n, t = self.num_rows, self._tables
+        t = self._tables
+        n = self.row_stop - self.row_start  # the local index of the trash slot
+        if self.row_start:
+            rows = rows - self.row_start
         valid = (rows >= 0) & (rows < n)
-        safe_rows = torch.where(valid, rows, n)  # padding and out-of-range rows -> trash slot
+        safe_rows = torch.where(valid, rows, n)  # padding, out-of-range and other processes' rows -> trash slot
         keep = valid & (t["last_epoch"][safe_rows] != epoch) & _first_occurrence(safe_rows)
         visit = torch.where(keep, safe_rows, n)  # unique apart from the trash slot
         finite = keep & torch.isfinite(loss) & torch.isfinite(entropy)
@@ -335,7 +448,7 @@ class PruningState:
     def set_scores(self, score: torch.Tensor) -> None:
         if "score" not in self._tables:
             raise ValueError(f"This pruning state keeps no 'score' table (it tracks {sorted(self._tables)}).")
-        self._tables["score"][:-1] = score.to(self.device, torch.float32)
+        self._tables["score"][:-1] = score[self.row_start : self.row_stop].to(self.device, torch.float32)
 
     def kept_in_epoch(self) -> torch.Tensor:
         """Boolean matrix `[epochs, N]`: whether row i was in the plan of epoch e."""
@@ -345,7 +458,8 @@ class PruningState:
 
     # ------------------------------------------------------------------ memory
     def table_bytes(self) -> int:
-        """Bytes held by the per-row tables (the trash slot included)."""
+        """Bytes this process holds in per-row tables (the trash slot included; sharded: its own rows' statistic
+        tables and the whole `REPLICATED_TABLES`)."""
         return sum(t.numel() * t.element_size() for t in self._tables.values())
 
     def plan_bytes(self) -> int:
@@ -354,14 +468,15 @@ class PruningState:
 
     # ------------------------------------------------------------------ (de)serialisation
     def state_dict(self) -> dict[str, Any]:
-        self.flush()
+        """Every row's state, whatever the sharding (sharded: assembled, one collective on every process)."""
+        tables = self._gathered(self._tables)
         return {
             "format_version": STATE_FORMAT_VERSION,
             "num_rows": self.num_rows,
             "ema_decay": self.ema_decay,
-            "tables": {name: t.cpu() for name, t in self._tables.items()},
+            "tables": {name: t.cpu() for name, t in tables.items()},
             "plans": self._plans.state_dict(),
-            "nonfinite_count": self._nonfinite.cpu(),
+            "nonfinite_count": self.nonfinite_count.cpu(),
             "metadata": dict(self.metadata),
         }
 
@@ -369,6 +484,7 @@ class PruningState:
         """Restore a saved state (format 2, or format 1 of earlier versions); pending observations are dropped.
 
         Tables this state keeps but the saved one lacks start empty; saved tables it does not keep are ignored.
+        A sharded state keeps its block of the saved rows, whatever the world size that saved them.
         """
         version = state.get("format_version")
         if version not in READABLE_FORMAT_VERSIONS:
@@ -391,6 +507,8 @@ class PruningState:
             dtype = current.dtype
             if not dtype.is_floating_point and table.numel() and int(table.abs().max()) > torch.iinfo(dtype).max:
                 dtype = torch.int32 if int(table.abs().max()) <= torch.iinfo(torch.int32).max else torch.int64
+            if name not in REPLICATED_TABLES and self.shards is not None:
+                table = torch.cat([table[self.row_start : self.row_stop], table[-1:]])
             tables[name] = table.to(self.device, dtype, copy=True)
         self.ema_decay = state["ema_decay"]
         self._tables = tables
@@ -399,6 +517,8 @@ class PruningState:
         else:
             self._plans.load_state_dict(state["plans"])
         self._nonfinite = state["nonfinite_count"].to(self.device, torch.int64, copy=True)
+        if self.shards is not None and self.shards.rank != 0:
+            self._nonfinite.zero_()  # process 0 holds the tally
         self.metadata = dict(state["metadata"])
         self._buffer = None
 
@@ -411,8 +531,9 @@ class PruningState:
         return self
 
     def __repr__(self) -> str:
+        rows = "" if self.shards is None else f", rows=[{self.row_start}, {self.row_stop})"
         return (
-            f"PruningState(num_rows={self.num_rows}, tracked={sorted(self._tables)}, device={self.device}, "
+            f"PruningState(num_rows={self.num_rows}{rows}, tracked={sorted(self._tables)}, device={self.device}, "
             f"epochs={len(self._plans)})"
         )
 

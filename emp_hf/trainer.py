@@ -25,7 +25,7 @@ from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pru
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
 from .config import EMPConfig, PruningArguments
 from .data import PlanOrderSampler, RowIndexCollator, add_row_index, is_iterable, row_lengths
-from .distributed import attach_process_group
+from .distributed import attach_process_group, shard_across_processes
 from .losses import (
     PerExampleLossFunc,
     Task,
@@ -264,7 +264,9 @@ class PruningMixin(TrainerLoopHooks):
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         if self.pruning_state is None:
             return output
-        self.pruning_state.flush()  # on every process: the last observations reach the tables (one gather)
+        # on every process: the last observations reach the tables, and every process holds every row again (as
+        # with one process), so that the main process alone can read, save or push the state
+        self.pruning_state.unshard()
         if self.args.push_pruning_record and self.is_world_process_zero():
             self._push_pruning_record(save_dir=os.path.join(self.args.output_dir, "pruning_record"))
         summary = self.pruning_summary()
@@ -283,19 +285,22 @@ class PruningMixin(TrainerLoopHooks):
         return checkpoint
 
     def _reset_pruning_state(self) -> None:
-        """A fresh pruning state, or the one of the checkpoint training resumes from."""
+        """A fresh pruning state, or the one of the checkpoint training resumes from; with several processes, each
+        keeps its block of the rows (a checkpoint holds every row, so any number of processes resumes it)."""
         self.pruning_state = self._new_pruning_state()
         checkpoint = self._resume_from
-        if self.pruning_state is None or not checkpoint or not os.path.isdir(checkpoint):
-            return  # no checkpoint at that path: the Trainer says so ("Can't find a valid checkpoint at ...")
-        try:
-            self._load_pruning_state(checkpoint)
-        except (FileNotFoundError, ValueError) as error:
-            if not self._trains_like_trainer:
-                raise
-            # `none` resumes as Trainer does; statistics it cannot trust are not used: they start afresh.
-            logger.warning(f"Not resuming the pruning statistics ({error}); they start afresh from this run.")
-            self.pruning_state = self._new_pruning_state()
+        if self.pruning_state is not None and checkpoint and os.path.isdir(checkpoint):
+            try:
+                self._load_pruning_state(checkpoint)
+            except (FileNotFoundError, ValueError) as error:
+                if not self._trains_like_trainer:
+                    raise
+                # `none` resumes as Trainer does; statistics it cannot trust are not used: they start afresh.
+                logger.warning(f"Not resuming the pruning statistics ({error}); they start afresh from this run.")
+                self.pruning_state = self._new_pruning_state()
+        # (no checkpoint at that path: the Trainer says so, "Can't find a valid checkpoint at ...")
+        if self.pruning_state is not None:
+            shard_across_processes(self.pruning_state, self.accelerator)
 
     @property
     def _trains_like_trainer(self) -> bool:
@@ -700,16 +705,20 @@ class PruningMixin(TrainerLoopHooks):
         # The Trainer's trainer_state.json, written after the model, marks the checkpoint complete.
         if self.pruning_state is None:
             return super()._save_checkpoint(model, trial)
-        self.pruning_state.flush()  # on every process (a collective with several), before the main one reads it
-        self._stamp(self.pruning_state)
-        if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            save_pruning_state(self.pruning_state, folder)
+        state = self.pruning_state
+        # on every process (a collective with several): the main one writes every row's state, as one process does
+        with state.whole():
+            self._stamp(state)
+            if self.args.should_save:
+                folder = os.path.join(
+                    self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                )
+                save_pruning_state(state, folder)
         super()._save_checkpoint(model, trial)
-        if self.args.push_pruning_record and self.args.pruning_record_push_on_save and self.is_world_process_zero():
-            self._push_pruning_record()  # global rank 0 only, also with save_on_each_node
+        if self.args.push_pruning_record and self.args.pruning_record_push_on_save:
+            with state.whole():
+                if self.is_world_process_zero():
+                    self._push_pruning_record()  # global rank 0 only, also with save_on_each_node
 
     def _push_pruning_record(self, save_dir: str | None = None) -> None:
         """Push the pruning record to the Hub; a failure is logged with the command that retries it."""

@@ -110,6 +110,7 @@ class EpochRecorder(TrainerCallback):
     def __init__(self) -> None:
         self.trainer: RecordingTrainer | None = None
         self.records: list[dict] = []
+        self.held_rows: list[list[int]] = []  # per epoch end: the block of rows this process keeps tables of
 
     def on_epoch_end(self, args, state, control, **kwargs):
         ps = self.trainer.pruning_state
@@ -121,6 +122,7 @@ class EpochRecorder(TrainerCallback):
                 "hash": state_hash(ps),
             }
         )
+        self.held_rows.append([ps.row_start, ps.row_stop])
 
 
 class StopAfterCheckpoint(TrainerCallback):
@@ -193,6 +195,7 @@ def run_method(method: str, opts: argparse.Namespace, dataset: datasets.Dataset)
         "global_step": output.global_step,
         "seconds": seconds,
         "records": recorder.records,
+        "held_rows": recorder.held_rows,
         "trained": {str(epoch): batches for epoch, batches in sorted(trainer.trained.items())},
         "final_hash": state_hash(ps),
         "plans": [plan.tolist() for plan in ps.plans],

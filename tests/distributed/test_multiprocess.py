@@ -100,6 +100,9 @@ def test_ranks_agree_and_tile_every_plan(runs, method):
     assert [rec["hash"] for rec in r0["records"]] == [rec["hash"] for rec in r1["records"]]
     assert r0["final_hash"] == r1["final_hash"]
     assert r0["global_step"] == r1["global_step"]
+    # during training each rank keeps the tables of its block of rows only (sharded; whole again after train())
+    for rank, r in enumerate(ranks):
+        assert r["held_rows"] == [[rank * N // WORLD, (rank + 1) * N // WORLD]] * EPOCHS
     plans = r0["plans"]
     assert len(plans) == EPOCHS and plans == r1["plans"]
     assert all(len(p) % (WORLD * BATCH * GA) for p in plans), "the layout must exercise uneven last batches"
