@@ -116,9 +116,9 @@ class PruningMixin(TrainerLoopHooks):
         self._indexed_dataset: Any = None
         self._dataset_fingerprint: str | None = None
         self._source_rows: dict[str, Any] | None = None
+        self.strategy = strategy
         self._index_train_dataset()
         self.per_example_loss_func = per_example_loss_func
-        self.strategy = strategy
         check_sampling_strategy(self.args, strategy.traits)
         self.data_collator = RowIndexCollator(self.data_collator, args.pruning_index_column)
         self._task: Task | None = None
