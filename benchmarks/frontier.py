@@ -50,7 +50,7 @@ except ModuleNotFoundError as error:
     if error.name != "benchmarks":
         raise
     sys.exit("frontier.py imports its siblings: from the repository root, run python -m benchmarks.frontier ...")
-from emp_hf.schedule import EpochSchedule, StepCounter
+from emp_hf.core.schedule import EpochSchedule, StepCounter
 
 METHODS: dict[str, dict[str, Any]] = {
     **quality.METHODS,

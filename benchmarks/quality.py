@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
-from emp_hf.schedule import EpochSchedule  # noqa: E402
+from emp_hf.core.schedule import EpochSchedule  # noqa: E402
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
 from emp_hf_dev.offline_data import minilm_path  # noqa: E402
 

@@ -32,11 +32,11 @@ def worker(num_rows: int, out_dir: str) -> None:
     import torch
     from accelerate import Accelerator
 
-    from emp_hf.distributed import attach_process_group, shard_across_processes
-    from emp_hf.sampler import EpochPlanner
-    from emp_hf.schedule import EpochSchedule
+    from emp_hf.core.sampler import EpochPlanner
+    from emp_hf.core.schedule import EpochSchedule
+    from emp_hf.core.tracker import PruningState
+    from emp_hf.integration.distributed import attach_process_group, shard_across_processes
     from emp_hf.strategies import PruningOptions, build_strategy
-    from emp_hf.tracker import PruningState
 
     acc = Accelerator(cpu=True)
     rank, world = acc.process_index, acc.num_processes

@@ -40,11 +40,11 @@ from pathlib import Path
 
 import torch
 
-from emp_hf.sampler import EpochPlanner, order_seed  # noqa: E402
-from emp_hf.schedule import EpochSchedule  # noqa: E402
+from emp_hf.core.sampler import EpochPlanner, order_seed  # noqa: E402
+from emp_hf.core.schedule import EpochSchedule  # noqa: E402
+from emp_hf.core.tracker import BUFFER_ROWS, PruningState  # noqa: E402
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy  # noqa: E402
 from emp_hf.strategies.emp import EMP_SELECTIONS  # noqa: E402
-from emp_hf.tracker import BUFFER_ROWS, PruningState  # noqa: E402
 
 #: Peak bytes per row while planning on the CPU (tables, keys, masks, permutations, the plan), with a margin:
 #: at 1e7 rows planning added at most 52 bytes per row to the 16 of the tables (`emp:epsilon_greedy`, which still

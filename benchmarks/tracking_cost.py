@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from emp_hf.distributed import gather_observations  # noqa: E402
-from emp_hf.losses import categorical_stats  # noqa: E402
+from emp_hf.core.tracker import BUFFER_ROWS, PruningState  # noqa: E402
+from emp_hf.integration.distributed import gather_observations  # noqa: E402
+from emp_hf.integration.losses import categorical_stats  # noqa: E402
 from emp_hf.strategies import PruningOptions, build_strategy  # noqa: E402
-from emp_hf.tracker import BUFFER_ROWS, PruningState  # noqa: E402
 
 #: aten operators that only make views, metadata or allocations: no kernel runs for them.
 NO_KERNEL = {

@@ -1,11 +1,13 @@
 """emp_hf: dynamic data pruning (EMP, InfoBatch, UCB, epsilon-greedy, random) for the Hugging Face Trainer."""
 
-from .config import EMPArgumentParser, EMPConfig, PruningArguments, argument_errors
-from .data import RowIndexCollator, RowIndexedDataset, add_row_index
-from .export import export_pruning_record, save_pruning_record
-from .load import load_pruning_record, select_rows
-from .record import DatasetMismatchError, PruningRecord, RecordFormatError
-from .seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
+from .core.tracker import PruningState
+from .integration.config import EMPArgumentParser, EMPConfig, PruningArguments, argument_errors
+from .integration.data import RowIndexCollator, RowIndexedDataset, add_row_index
+from .integration.seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
+from .integration.trainer import EMPTrainer, PruningMixin
+from .records.export import export_pruning_record, save_pruning_record
+from .records.load import load_pruning_record, select_rows
+from .records.record import DatasetMismatchError, PruningRecord, RecordFormatError
 from .strategies import (
     STRATEGIES,
     EpochContext,
@@ -16,8 +18,6 @@ from .strategies import (
     StrategyTraits,
     register_strategy,
 )
-from .tracker import PruningState
-from .trainer import EMPTrainer, PruningMixin
 from .version import __version__ as __version__
 
 _TRL_PAIR = ("EMPSFTConfig", "EMPSFTTrainer")
@@ -25,7 +25,7 @@ _TRL_PAIR = ("EMPSFTConfig", "EMPSFTTrainer")
 
 def __getattr__(name: str):
     if name in _TRL_PAIR:  # TRL is an optional extra: import it only when asked for
-        from . import sft
+        from .integration import sft
 
         return getattr(sft, name)
     raise AttributeError(f"module 'emp_hf' has no attribute {name!r}")

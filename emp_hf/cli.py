@@ -21,9 +21,9 @@ from typing import Any
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from .export import record_from_output_dir, save_pruning_record
-from .load import load_pruning_record
-from .record import QUANTILE_LABELS, PruningRecord, resolve_record_source, used_options
+from .records.export import record_from_output_dir, save_pruning_record
+from .records.load import load_pruning_record
+from .records.record import QUANTILE_LABELS, PruningRecord, resolve_record_source, used_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +126,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push_pruning_record
+    from .records.hub import push_pruning_record
 
     kind, path = ("training_output", args.path) if args.checkpoint else resolve_record_source(args.path)
     source: Any = path
@@ -154,7 +154,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     summary = record.summary()
     paths: list[str] = []
     if args.plots:
-        from .plots import save_pruning_plots
+        from .records.plots import save_pruning_plots
 
         paths = save_pruning_plots(record, args.plots)
     if args.json:

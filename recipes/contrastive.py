@@ -16,7 +16,8 @@ Each training example becomes two augmented views (random resized crop or padded
 brightness and contrast jitter; in torch, in a `datasets` `with_transform`); the model encodes both, projects
 them and returns `{"loss", "z1", "z2"}` with the NT-Xent loss. `EMPTrainer` gets its per-example loss and memory
 term (the entropy of each anchor's similarity softmax, docs/contrastive.md) from
-`emp_hf.contrastive.contrastive_per_example_loss`. Afterwards the encoder is frozen, features of the train and test
+`emp_hf.integration.contrastive.contrastive_per_example_loss`. Afterwards the encoder is frozen, features of the train
+and test
 images (no augmentation) are extracted and a logistic regression is fitted on them: its test accuracy is the
 probe accuracy. The script prints and saves (`all_results.json`) the probe accuracy, the realised saving, the
 optimizer steps and the wall-clock time, and writes the training-frequency histogram to `output_dir`.
@@ -43,7 +44,7 @@ from torch import nn
 from transformers import ViTConfig, ViTModel, set_seed
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
+from emp_hf.integration.contrastive import ContrastiveOutput, contrastive_per_example_loss, nt_xent_loss
 from emp_hf_dev.offline_data import load_fashion_mnist
 from emp_hf_dev.recipe_runtime import (
     DATASET_ALIASES,

@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.schedule import StepCounter
+from emp_hf.core.schedule import StepCounter
 from emp_hf_dev.offline_data import load_sentiment_sentences, minilm_path
 from emp_hf_dev.recipe_runtime import follow_free_cores, parse_recipe_args
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 def _save_frequency_plot(trainer: EMPTrainer, output_dir: str) -> str | None:
     try:
-        from emp_hf.plots import save_pruning_plots
+        from emp_hf.records.plots import save_pruning_plots
     except ImportError:
         return None
     paths = save_pruning_plots(trainer.pruning_state, output_dir)

@@ -33,8 +33,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import TrlParser
 
-from emp_hf.config import argument_errors
-from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer  # emp_hf: the SFTConfig/SFTTrainer pair that prunes
+from emp_hf.integration.config import argument_errors
+from emp_hf.integration.sft import EMPSFTConfig, EMPSFTTrainer  # emp_hf: the SFTConfig/SFTTrainer pair that prunes
 from emp_hf_dev.offline_data import load_sentiment_sentences
 from emp_hf_dev.recipe_runtime import (
     ThreadArguments,

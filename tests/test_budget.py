@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from emp_hf import EMPTrainer
-from emp_hf.budget import StepBudget
-from emp_hf.schedule import EpochSchedule, StepCounter
+from emp_hf.core.budget import StepBudget
+from emp_hf.core.schedule import EpochSchedule, StepCounter
 from emp_hf_dev.fixtures import (
     FIXED_SIZE_CASES,
     make_args,

@@ -1,4 +1,5 @@
-"""`emp_hf.checkpoint`, the pruning state beside the Trainer's checkpoints: killed with SIGKILL at several points (one
+"""`emp_hf.integration.checkpoint`, the pruning state beside the Trainer's checkpoints: killed with SIGKILL at several
+points (one
 inside a checkpoint save), then resumed: same final state; who pushes at a save, and a damaged state on resume."""
 
 import os
@@ -56,7 +57,7 @@ def reference(tmp_path_factory):
 
 def plans_of(state: dict) -> list[list[int]]:
     """The ordered plans of a saved state (stored as bitmaps and order seeds)."""
-    from emp_hf.plan_history import PlanHistory
+    from emp_hf.core.plan_history import PlanHistory
 
     history = PlanHistory(state["num_rows"])
     history.load_state_dict(state["plans"])
@@ -79,7 +80,7 @@ def test_killed_between_steps_resumes_exactly(tmp_path, reference, marker):
 
 @pytest.mark.slow
 def test_killed_during_pruning_state_save_is_detected_and_skipped(tmp_path, reference):
-    from emp_hf.checkpoint import has_complete_pruning_state, latest_complete_checkpoint
+    from emp_hf.integration.checkpoint import has_complete_pruning_state, latest_complete_checkpoint
 
     # checkpoint-4 completes; the kill lands while checkpoint-8 writes its manifest
     kill_dir = tmp_path
@@ -125,23 +126,23 @@ def test_only_global_rank_zero_pushes_the_pruning_record(tmp_path, monkeypatch):
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_kill_while_writing_the_pruning_state_keeps_a_resumable_checkpoint(tmp_path, monkeypatch):
-    import emp_hf.checkpoint
-    from emp_hf.checkpoint import latest_complete_checkpoint
+    import emp_hf.integration.checkpoint
+    from emp_hf.integration.checkpoint import latest_complete_checkpoint
 
     trainer = _checkpointing_trainer(tmp_path, save_total_limit=1)
-    write = emp_hf.checkpoint._atomic_write
+    write = emp_hf.integration.checkpoint._atomic_write
 
     def dies_at_the_second_save(path, data):
         if "checkpoint-8" in path:
             raise KeyboardInterrupt("killed while writing the pruning state")
         write(path, data)
 
-    monkeypatch.setattr(emp_hf.checkpoint, "_atomic_write", dies_at_the_second_save)
+    monkeypatch.setattr(emp_hf.integration.checkpoint, "_atomic_write", dies_at_the_second_save)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     output_dir = trainer.args.output_dir
     assert latest_complete_checkpoint(output_dir) == f"{output_dir}/checkpoint-4"
-    monkeypatch.setattr(emp_hf.checkpoint, "_atomic_write", write)
+    monkeypatch.setattr(emp_hf.integration.checkpoint, "_atomic_write", write)
     resumed = _checkpointing_trainer(tmp_path, save_total_limit=1)
     output = resumed.train(resume_from_checkpoint=True)
     assert output.global_step == resumed.state.max_steps
@@ -164,8 +165,8 @@ def test_checkpoint_push_finds_the_pruning_state_written(tmp_path, monkeypatch):
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("how", STATE_DAMAGES)
 def test_damaged_pruning_state_is_a_clear_error_on_resume(finished_run, tmp_path, how):
-    from emp_hf.checkpoint import latest_complete_checkpoint, load_pruning_state
-    from emp_hf.tracker import PruningState
+    from emp_hf.core.tracker import PruningState
+    from emp_hf.integration.checkpoint import latest_complete_checkpoint, load_pruning_state
 
     checkpoint = tmp_path / "out" / "checkpoint-8"
     shutil.copytree(finished_run / "checkpoint-8", checkpoint)

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from emp_hf import EMPTrainer, cli
-from emp_hf.checkpoint import read_pruning_state, save_pruning_state
 from emp_hf.cli import main
-from emp_hf.load import load_pruning_record, select_rows
-from emp_hf.record import RECORD_FILE
+from emp_hf.integration.checkpoint import read_pruning_state, save_pruning_state
+from emp_hf.records.load import load_pruning_record, select_rows
+from emp_hf.records.record import RECORD_FILE
 from emp_hf_dev.fixtures import (
     STATE_DAMAGES,
     damage_pruning_state,

@@ -1,4 +1,5 @@
-"""The Trainer-internals canary (`emp_hf.compat`): passes on the pinned transformers, fails loudly on a change."""
+"""The Trainer-internals canary (`emp_hf.integration.compat`): passes on the pinned transformers, fails loudly on a
+change."""
 
 import functools
 
@@ -7,7 +8,7 @@ import transformers
 from transformers import Trainer
 
 from emp_hf import EMPTrainer
-from emp_hf.compat import (
+from emp_hf.integration.compat import (
     TESTED_TRANSFORMERS,
     TrainingValues,
     TransformersInternalsError,
@@ -44,7 +45,7 @@ def test_canary_checks_the_tuple_layout(monkeypatch):
     )
     real_getsource = __import__("inspect").getsource
     monkeypatch.setattr(
-        "emp_hf.compat.inspect.getsource",
+        "emp_hf.integration.compat.inspect.getsource",
         lambda f: source if getattr(f, "__name__", "") == "_inner_training_loop" else real_getsource(f),
     )
     problems = check_trainer_internals()
@@ -69,7 +70,7 @@ def test_training_refuses_to_start_on_changed_internals(tmp_path, text_dataset, 
         raise AssertionError("never called")
 
     monkeypatch.setattr(Trainer, "set_initial_training_values", changed)
-    monkeypatch.setattr("emp_hf.compat._checked", functools.cache(assert_trainer_internals))
+    monkeypatch.setattr("emp_hf.integration.compat._checked", functools.cache(assert_trainer_internals))
     trainer = EMPTrainer(model=make_bert(), args=make_args(tmp_path), train_dataset=text_dataset)
     with pytest.raises(TransformersInternalsError, match="set_initial_training_values"):
         trainer.train()
@@ -77,10 +78,10 @@ def test_training_refuses_to_start_on_changed_internals(tmp_path, text_dataset, 
 
 
 def test_the_checked_class_is_the_one_the_mixin_was_mixed_into(monkeypatch):
-    from emp_hf.seq2seq import EMPSeq2SeqTrainer
+    from emp_hf.integration.seq2seq import EMPSeq2SeqTrainer
 
     seen = []
-    monkeypatch.setattr("emp_hf.compat._checked", seen.append)
+    monkeypatch.setattr("emp_hf.integration.compat._checked", seen.append)
     ensure_trainer_internals(EMPTrainer)
     ensure_trainer_internals(type("Sub", (EMPTrainer,), {}))
     ensure_trainer_internals(EMPSeq2SeqTrainer)
@@ -95,7 +96,7 @@ def test_training_values_name_the_tuple():
 
 @pytest.mark.parametrize("attribute", ["_train_batch_size", "_signature_columns", "is_in_train"])
 def test_canary_checks_the_private_attributes_the_mixin_reads(monkeypatch, attribute):
-    import emp_hf.compat as compat
+    import emp_hf.integration.compat as compat
 
     method = compat.EXPECTED_ATTRIBUTES[attribute]
     original = compat._source

@@ -1,4 +1,4 @@
-"""`emp_hf.config`: what the configs show of themselves."""
+"""`emp_hf.integration.config`: what the configs show of themselves."""
 
 import pytest
 

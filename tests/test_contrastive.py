@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from emp_hf import EMPTrainer
-from emp_hf.contrastive import (
+from emp_hf.integration.contrastive import (
     ContrastiveOutput,
     contrastive_per_example_loss,
     max_entropy,

@@ -1,10 +1,10 @@
-"""`emp_hf.data`: the row-index column, the collator that carries it, and the length-grouped order."""
+"""`emp_hf.integration.data`: the row-index column, the collator that carries it, and the length-grouped order."""
 
 import pytest
 import torch
 
 from emp_hf import EMPTrainer
-from emp_hf.data import add_row_index
+from emp_hf.integration.data import add_row_index
 from emp_hf_dev.fixtures import (
     make_args,
     make_bert,
@@ -39,7 +39,7 @@ def test_index_column_that_is_already_the_row_index_is_kept():
 def test_length_grouped_order_is_transformers_order_of_the_same_permutation():
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    from emp_hf.data import length_grouped_order
+    from emp_hf.integration.data import length_grouped_order
 
     lengths = torch.randint(1, 50, (1003,), generator=torch.Generator().manual_seed(1))
     for batch_size in (1, 8, 24):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from emp_hf import EMPTrainer, PruningState
-from emp_hf.distributed import gather_observations
+from emp_hf.integration.distributed import gather_observations
 from emp_hf_dev.launching import run_processes, torchrun_cmd
 
 N = 2**24 + 10  # ~670 MB of per-row tables per state

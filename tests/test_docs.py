@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from huggingface_hub import CommitInfo, HfApi
 
-import emp_hf.load
+import emp_hf.records.load
 from emp_hf import EMPTrainer
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
@@ -46,7 +46,9 @@ def fake_hub(monkeypatch, remote: Path) -> None:
 
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: repo_id)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(emp_hf.load, "download_pruning_record", lambda repo_id, **kwargs: str(remote / repo_id))
+    monkeypatch.setattr(
+        emp_hf.records.load, "download_pruning_record", lambda repo_id, **kwargs: str(remote / repo_id)
+    )
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from test_record import N, make_dataset, make_state
 
-import emp_hf.hub
-from emp_hf.export import export_pruning_record, save_pruning_record
-from emp_hf.hub import default_record_repo_id, push_pruning_record, push_trainer_pruning_record
-from emp_hf.load import load_pruning_record, select_rows
-from emp_hf.record import RECORD_FILE
+import emp_hf.records.hub
+from emp_hf.records.export import export_pruning_record, save_pruning_record
+from emp_hf.records.hub import default_record_repo_id, push_pruning_record, push_trainer_pruning_record
+from emp_hf.records.load import load_pruning_record, select_rows
+from emp_hf.records.record import RECORD_FILE
 from emp_hf_dev.fixtures import make_args, make_bert
 
 
@@ -131,7 +131,7 @@ def test_load_from_the_hub_downloads_a_dataset_repo(monkeypatch, tmp_path):
             raise RepositoryNotFoundError("404", response=SimpleNamespace(headers={}, request=None, status_code=404))
         return snapshot
 
-    monkeypatch.setattr(emp_hf.hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(emp_hf.records.hub, "snapshot_download", snapshot_download)
     loaded = load_pruning_record("me/record", revision="run-2", token="hf_test")
     assert loaded.plan(1) == record.plan(1)
     repo_id, kwargs = seen[0]

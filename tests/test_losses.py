@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from emp_hf import EMPTrainer
-from emp_hf.losses import categorical_stats, infer_task, per_example_stats, sequence_stats, token_stats
+from emp_hf.integration.losses import categorical_stats, infer_task, per_example_stats, sequence_stats, token_stats
 from emp_hf_dev.fixtures import (
     VOCAB,
     make_args,

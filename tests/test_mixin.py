@@ -4,7 +4,7 @@ import pytest
 from transformers import Trainer, TrainingArguments
 
 from emp_hf import EMPConfig, EMPTrainer, PruningArguments, PruningMixin
-from emp_hf.losses import per_example_stats
+from emp_hf.integration.losses import per_example_stats
 from emp_hf_dev.fixtures import make_args, make_bert
 
 

@@ -17,10 +17,10 @@ from emp_hf import (
     StrategyTraits,
     register_strategy,
 )
-from emp_hf.checkpoint import load_pruning_state, save_pruning_state
+from emp_hf.core.tracker import PruningState
+from emp_hf.integration.checkpoint import load_pruning_state, save_pruning_state
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
 from emp_hf.strategies.base import check_number
-from emp_hf.tracker import PruningState
 from emp_hf_dev.fixtures import make_args, make_bert
 
 
@@ -244,7 +244,7 @@ def test_an_option_that_shadows_a_config_field_with_another_default_is_refused(t
     ],
 )
 def test_the_argument_parser_reports_a_config_mistake_in_one_line(tmp_path, capsys, how, values):
-    from emp_hf.config import EMPArgumentParser
+    from emp_hf.integration.config import EMPArgumentParser
 
     parser = EMPArgumentParser(EMPConfig, prog="train.py")
     with pytest.raises(SystemExit) as exit_info:
@@ -265,7 +265,7 @@ def test_the_argument_parser_reports_a_config_mistake_in_one_line(tmp_path, caps
 
 
 def test_argument_errors_wraps_any_parser(tmp_path, capsys):
-    from emp_hf.config import argument_errors
+    from emp_hf.integration.config import argument_errors
 
     parser = HfArgumentParser(EMPConfig, prog="train.py")
     with pytest.raises(SystemExit), argument_errors(parser):
@@ -286,7 +286,7 @@ def _has_accelerator() -> bool:
 
 
 def test_pin_memory_defaults_to_whether_an_accelerator_is_there(tmp_path):
-    from emp_hf.seq2seq import EMPSeq2SeqConfig
+    from emp_hf.integration.seq2seq import EMPSeq2SeqConfig
 
     assert EMPConfig(output_dir=str(tmp_path)).dataloader_pin_memory is _has_accelerator()
     assert EMPSeq2SeqConfig(output_dir=str(tmp_path)).dataloader_pin_memory is _has_accelerator()

@@ -1,4 +1,4 @@
-"""`emp_hf.preflight`: settings the pruning cannot honour are refused, with one line, before training."""
+"""`emp_hf.integration.preflight`: settings the pruning cannot honour are refused, with one line, before training."""
 
 import os
 

@@ -15,10 +15,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from emp_hf.sampler import EpochPlanner
-from emp_hf.schedule import EpochSchedule, floor_share
+from emp_hf.core.sampler import EpochPlanner
+from emp_hf.core.schedule import EpochSchedule, floor_share
+from emp_hf.core.tracker import PruningState
 from emp_hf.strategies import PruningOptions, build_strategy
-from emp_hf.tracker import PruningState
 from emp_hf_dev.fixtures import context_for
 
 METHODS = [

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from emp_hf.schedule import StepCounter
+from emp_hf.core.schedule import StepCounter
 from emp_hf_dev import recipe_runtime
 from emp_hf_dev.launching import accelerate_launch_cmd, run_processes
 from emp_hf_dev.offline_data import fashion_mnist_available, sentiment_available

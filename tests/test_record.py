@@ -15,9 +15,9 @@ from huggingface_hub import DatasetCard, constants
 
 import emp_hf
 from emp_hf import EMPTrainer, PruningOptions, PruningState
-from emp_hf.export import export_pruning_record, record_from_trainer, save_pruning_record
-from emp_hf.load import load_pruning_record, select_rows
-from emp_hf.record import RECORD_FILE, DatasetMismatchError, PruningRecord, RecordOfflineError
+from emp_hf.records.export import export_pruning_record, record_from_trainer, save_pruning_record
+from emp_hf.records.load import load_pruning_record, select_rows
+from emp_hf.records.record import RECORD_FILE, DatasetMismatchError, PruningRecord, RecordOfflineError
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 N = 20
@@ -264,7 +264,7 @@ def test_record_of_a_real_run_selects_its_plans(trained, tmp_path):
 
 
 def test_plots_are_written(trained, tmp_path):
-    from emp_hf.plots import save_pruning_plots
+    from emp_hf.records.plots import save_pruning_plots
 
     trainer, _ = trained
     paths = save_pruning_plots(trainer.pruning_state, tmp_path / "plots")
@@ -289,9 +289,9 @@ def test_plots_are_written(trained, tmp_path):
 
 
 def test_one_function_decides_what_a_path_or_repo_id_is(tmp_path):
-    from emp_hf.checkpoint import save_pruning_state
-    from emp_hf.hub import _record_dir
-    from emp_hf.record import resolve_record_source
+    from emp_hf.integration.checkpoint import save_pruning_state
+    from emp_hf.records.hub import _record_dir
+    from emp_hf.records.record import resolve_record_source
 
     record_dir = save_pruning_record(export_pruning_record(make_state()), tmp_path / "record")
     output_dir = tmp_path / "output"

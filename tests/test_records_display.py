@@ -10,10 +10,10 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from emp_hf import EMPTrainer, PruningState
 from emp_hf.cli import format_summary
-from emp_hf.export import export_pruning_record, record_from_trainer
-from emp_hf.losses import model_name_of
-from emp_hf.plots import plot_frequency_histogram, plot_kept_fraction, plot_score_distribution
-from emp_hf.record import used_options
+from emp_hf.integration.losses import model_name_of
+from emp_hf.records.export import export_pruning_record, record_from_trainer
+from emp_hf.records.plots import plot_frequency_histogram, plot_kept_fraction, plot_score_distribution
+from emp_hf.records.record import used_options
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-import emp_hf.checkpoint
-import emp_hf.record
+import emp_hf.integration.checkpoint
+import emp_hf.records.record
 from emp_hf import EMPTrainer, PruningState
-from emp_hf.checkpoint import MANIFEST_FILE, STATE_FILE, save_pruning_state
 from emp_hf.cli import main
-from emp_hf.export import save_pruning_record
-from emp_hf.hub import _record_dir
-from emp_hf.load import load_pruning_record, select_rows
-from emp_hf.record import PLANS_FILE, RECORD_FILE, RecordFormatError
+from emp_hf.integration.checkpoint import MANIFEST_FILE, STATE_FILE, save_pruning_state
+from emp_hf.records.export import save_pruning_record
+from emp_hf.records.hub import _record_dir
+from emp_hf.records.load import load_pruning_record, select_rows
+from emp_hf.records.record import PLANS_FILE, RECORD_FILE, RecordFormatError
 from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_args, make_bert, make_text_dataset
 
 N = 32
@@ -78,15 +78,15 @@ def test_the_global_step_decides_before_the_modification_time(run, tmp_path):
     out = copy_run(run, tmp_path)
     checkpoints = run[2]
     newest = os.path.join(out, checkpoints[-1])
-    state = emp_hf.checkpoint.read_pruning_state(os.path.join(out, checkpoints[1], STATE_FILE))
+    state = emp_hf.integration.checkpoint.read_pruning_state(os.path.join(out, checkpoints[1], STATE_FILE))
     state.metadata["global_step"] = 6
     save_pruning_state(state, out)  # written last, but at step 6
-    assert emp_hf.checkpoint.newest_pruning_state(out) == (newest, 10)
+    assert emp_hf.integration.checkpoint.newest_pruning_state(out) == (newest, 10)
     assert load_pruning_record(out).num_epochs == 4
-    state = emp_hf.checkpoint.read_pruning_state(os.path.join(newest, STATE_FILE))
+    state = emp_hf.integration.checkpoint.read_pruning_state(os.path.join(newest, STATE_FILE))
     state.metadata["global_step"] = 12  # e.g. the final save after the last checkpoint
     save_pruning_state(state, out)
-    assert emp_hf.checkpoint.newest_pruning_state(out) == (out, 12)
+    assert emp_hf.integration.checkpoint.newest_pruning_state(out) == (out, 12)
 
 
 def test_a_record_exported_into_the_output_dir_does_not_hide_later_training(run, tmp_path, capsys):
@@ -222,7 +222,7 @@ def test_the_checkpoints_of_a_plain_trainer_are_said_to_hold_no_pruning_state(tm
     defaults = {**TRAINING_DEFAULTS, "num_train_epochs": 1, "save_strategy": "epoch"}
     args = TrainingArguments(output_dir=str(tmp_path / "plain"), **defaults)
     Trainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=16)).train()
-    assert emp_hf.checkpoint._checkpoint_problem(str(tmp_path / "plain" / "checkpoint-2")) == (
+    assert emp_hf.integration.checkpoint._checkpoint_problem(str(tmp_path / "plain" / "checkpoint-2")) == (
         "it has no pruning state (it was saved by a plain Trainer, not EMPTrainer)"
     )
     assert main(["inspect", str(tmp_path / "plain")]) == 1
@@ -243,7 +243,7 @@ def leftovers(directory) -> list[str]:
 def test_a_full_disk_while_saving_the_state_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     state = PruningState(8)
     state.record_plan(0, torch.arange(8))
-    monkeypatch.setattr(emp_hf.checkpoint.os, "fsync", no_space)
+    monkeypatch.setattr(emp_hf.integration.checkpoint.os, "fsync", no_space)
     with pytest.raises(OSError) as raised:
         save_pruning_state(state, str(tmp_path))
     assert raised.value.errno == errno.ENOSPC
@@ -259,14 +259,14 @@ def test_a_full_disk_while_saving_a_record_names_the_file_and_leaves_no_temporar
         real_write(table.slice(0, 1), where, **kwargs)  # some bytes reach the disk, then it is full
         no_space()
 
-    monkeypatch.setattr(emp_hf.record.pq, "write_table", half_written)
+    monkeypatch.setattr(emp_hf.records.record.pq, "write_table", half_written)
     with pytest.raises(OSError) as raised:
         record.save(tmp_path / "record")
     assert raised.value.filename == str(tmp_path / "record" / "rows.parquet")
     assert leftovers(tmp_path) == []
     monkeypatch.undo()
 
-    monkeypatch.setattr(emp_hf.checkpoint.os, "fsync", no_space)  # the metadata and the card
+    monkeypatch.setattr(emp_hf.integration.checkpoint.os, "fsync", no_space)  # the metadata and the card
     with pytest.raises(OSError) as raised:
         record.save(tmp_path / "record")
     assert raised.value.filename == str(tmp_path / "record" / RECORD_FILE)
@@ -274,7 +274,7 @@ def test_a_full_disk_while_saving_a_record_names_the_file_and_leaves_no_temporar
 
 
 def test_emp_hf_export_on_a_full_disk_is_one_line_naming_the_file(run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(emp_hf.checkpoint.os, "fsync", no_space)
+    monkeypatch.setattr(emp_hf.integration.checkpoint.os, "fsync", no_space)
     assert main(["export", run[0], "--to", str(tmp_path / "record")]) == 1
     err = lines(capsys.readouterr().err)
     assert err[-1].startswith("emp-hf export: error: [Errno 28] No space left on device")
@@ -284,7 +284,7 @@ def test_emp_hf_export_on_a_full_disk_is_one_line_naming_the_file(run, tmp_path,
 def test_a_full_disk_while_drawing_names_the_picture_and_leaves_no_temporary_file(run, tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from emp_hf.plots import save_pruning_plots
+    from emp_hf.records.plots import save_pruning_plots
 
     def half_drawn(self, where, **kwargs):
         with open(where, "wb") as f:
@@ -299,7 +299,7 @@ def test_a_full_disk_while_drawing_names_the_picture_and_leaves_no_temporary_fil
 
 
 def test_a_record_built_from_edited_tables_refuses_its_bad_plan(run):
-    from emp_hf.record import PruningRecord
+    from emp_hf.records.record import PruningRecord
 
     record = load_pruning_record(run[0])
     plans = record.plans.map(lambda row: {"rows": [-1, *row["rows"][1:]]} if row["epoch"] == 1 else row)
@@ -321,7 +321,7 @@ def test_a_checkpoint_whose_trainer_state_is_a_json_list_is_skipped_as_unfinishe
             os.remove(os.path.join(out, name))
     with open(os.path.join(out, newest, "trainer_state.json"), "w") as f:
         json.dump([{"global_step": 10}], f)
-    assert emp_hf.checkpoint._checkpoint_problem(os.path.join(out, newest)) == (
+    assert emp_hf.integration.checkpoint._checkpoint_problem(os.path.join(out, newest)) == (
         "its save did not finish (no valid trainer_state.json)"
     )
     assert load_pruning_record(out).metadata["source"]["checkpoint"] == run[2][-2]

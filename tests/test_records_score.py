@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from emp_hf import EMPTrainer, PruningState
-from emp_hf.export import export_pruning_record
-from emp_hf.load import select_rows
-from emp_hf.record import PruningRecord
+from emp_hf.records.export import export_pruning_record
+from emp_hf.records.load import select_rows
+from emp_hf.records.record import PruningRecord
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from emp_hf import EMPTrainer
-from emp_hf.sampler import EpochPlanner, epoch_generator
-from emp_hf.schedule import EpochSchedule
+from emp_hf.core.sampler import EpochPlanner, epoch_generator
+from emp_hf.core.schedule import EpochSchedule
+from emp_hf.core.tracker import PruningState
 from emp_hf.strategies import build_strategy
 from emp_hf.strategies.rs2 import least_visited
-from emp_hf.tracker import PruningState
 from emp_hf_dev.fixtures import context_for, make_args, make_bert
 
 

@@ -1,4 +1,4 @@
-"""The epoch's order (`emp_hf.sampler` and the Trainer's sampling settings): `none` trains exactly as `Trainer` in
+"""The epoch's order (`emp_hf.core.sampler` and the Trainer's sampling settings): `none` trains exactly as `Trainer` in
 every setting, a pruned epoch keeps the sampling order inside its plan, and `data_seed` drives the plans."""
 
 import datasets
@@ -82,7 +82,7 @@ class _BatchRecorder(EMPTrainer):
 def test_pruning_methods_honour_the_sampling_order_inside_each_plan(tmp_path, strategy):
     from transformers import DataCollatorWithPadding
 
-    from emp_hf.data import length_grouped_order
+    from emp_hf.integration.data import length_grouped_order
 
     dataset = _lengths_dataset()
     lengths = torch.tensor([len(ids) for ids in dataset["input_ids"]])

@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from emp_hf.compat import retarget_lr_scheduler
-from emp_hf.sampler import EpochPlanner, PruningSampler, epoch_generator
-from emp_hf.schedule import EpochSchedule, StepCounter
+from emp_hf.core.sampler import EpochPlanner, PruningSampler, epoch_generator
+from emp_hf.core.schedule import EpochSchedule, StepCounter
+from emp_hf.core.tracker import PruningState
+from emp_hf.integration.compat import retarget_lr_scheduler
 from emp_hf.strategies import PruningOptions, build_strategy
-from emp_hf.tracker import PruningState
 from emp_hf_dev.fixtures import PRUNING_CASES
 
 

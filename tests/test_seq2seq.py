@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq, HfArgumentParser
 
-from emp_hf.schedule import StepCounter
-from emp_hf.seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
+from emp_hf.core.schedule import StepCounter
+from emp_hf.integration.seq2seq import EMPSeq2SeqConfig, EMPSeq2SeqTrainer
 from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_prompt_completion_dataset, make_tiny_t5, make_word_tokenizer
 
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from emp_hf import EMPConfig
-from emp_hf.sampler import EpochPlanner, epoch_generator
-from emp_hf.schedule import EpochSchedule
+from emp_hf.core.sampler import EpochPlanner, epoch_generator
+from emp_hf.core.schedule import EpochSchedule
+from emp_hf.core.tracker import PruningState
 from emp_hf.strategies import EpochContext, PruningOptions, PruningStrategy, SeTaOptions, build_strategy
 from emp_hf.strategies.seta import (
     kmeans_band_edges,
@@ -29,7 +30,6 @@ from emp_hf.strategies.seta import (
     sliding_window_selection,
 )
 from emp_hf.strategies.ucb import visit_bonus
-from emp_hf.tracker import PruningState
 
 
 def tables_from(loss, entropy=None, frequency=None) -> dict[str, torch.Tensor]:

@@ -11,10 +11,8 @@ from emp_hf_dev.fixtures import TRAINING_DEFAULTS, make_prompt_completion_datase
 trl = pytest.importorskip("trl")
 
 from emp_hf import select_rows  # noqa: E402
-from emp_hf.export import export_pruning_record  # noqa: E402
-from emp_hf.record import DatasetMismatchError  # noqa: E402
-from emp_hf.schedule import StepCounter  # noqa: E402
-from emp_hf.sft import (  # noqa: E402
+from emp_hf.core.schedule import StepCounter  # noqa: E402
+from emp_hf.integration.sft import (  # noqa: E402
     _FUSED_LM_HEAD,
     EMPSFTConfig,
     EMPSFTTrainer,
@@ -22,6 +20,8 @@ from emp_hf.sft import (  # noqa: E402
     fused_causal_lm_stats,
     is_fused_output,
 )
+from emp_hf.records.export import export_pruning_record  # noqa: E402
+from emp_hf.records.record import DatasetMismatchError  # noqa: E402
 from emp_hf_dev.offline_data import sentiment_available  # noqa: E402
 
 SFT_DEFAULTS = dict(TRAINING_DEFAULTS, bf16=False, activation_checkpointing=False)  # SFTConfig: bf16 on

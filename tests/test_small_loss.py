@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.sampler import epoch_generator
+from emp_hf.core.sampler import epoch_generator
 from emp_hf.strategies import build_strategy
 from emp_hf_dev.fixtures import context_for, make_args, make_bert
 

@@ -13,10 +13,10 @@ import torch
 
 import emp_hf
 from emp_hf import EMPConfig, EMPTrainer, EpochContext, PruningStrategy, Selection, StrategyTraits
-from emp_hf.sampler import EpochPlanner
-from emp_hf.schedule import EpochSchedule
+from emp_hf.core.sampler import EpochPlanner
+from emp_hf.core.schedule import EpochSchedule
+from emp_hf.core.tracker import PruningState
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy, register_strategy
-from emp_hf.tracker import PruningState
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 FORMER_FLAGS = (

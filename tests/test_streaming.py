@@ -1,4 +1,5 @@
-"""Streamed training sets: pruned by filtering the stream against each epoch's plan (`emp_hf/streaming.py`).
+"""Streamed training sets: pruned by filtering the stream against each epoch's plan
+(`emp_hf/integration/streaming.py`).
 
 A streamed run of the same rows ends with the map-style run's plans: exactly for `random` (its plans do not read
 the statistics), and for the statistics-driven rules (`emp`, `infobatch`) whenever the tables are the same (here:
@@ -15,8 +16,8 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from emp_hf import EMPTrainer
-from emp_hf.config import INDEX_COLUMN
-from emp_hf.streaming import PrunedStream
+from emp_hf.integration.config import INDEX_COLUMN
+from emp_hf.integration.streaming import PrunedStream
 from emp_hf_dev.fixtures import StopAt, make_args, make_bert, make_text_dataset
 
 N = 60  # with batch 8: no plan (60, 30) is a whole number of batches
@@ -215,7 +216,7 @@ def test_a_resumed_streamed_run_equals_the_uninterrupted_one(tmp_path, one_threa
 
 def test_the_sft_trainer_refuses_to_prune_a_stream(tmp_path):
     pytest.importorskip("trl")
-    from emp_hf.sft import EMPSFTConfig, EMPSFTTrainer
+    from emp_hf.integration.sft import EMPSFTConfig, EMPSFTTrainer
     from emp_hf_dev.fixtures import (
         TRAINING_DEFAULTS,
         make_prompt_completion_dataset,

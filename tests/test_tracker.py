@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from emp_hf.tracker import PruningState
+from emp_hf.core.tracker import PruningState
 
 PER_ROW = ("loss", "entropy", "ema_mean", "ema_var", "frequency", "last_epoch")
 

@@ -16,12 +16,12 @@ import pytest
 import torch
 from test_tracker import RefTracker, assert_matches, update
 
-from emp_hf.distributed import ProcessGather, attach_process_group, gather_observations, step_major
-from emp_hf.plan_history import pack_mask, unpack_mask
-from emp_hf.sampler import EpochPlanner, order_seed
-from emp_hf.schedule import EpochSchedule
+from emp_hf.core.plan_history import pack_mask, unpack_mask
+from emp_hf.core.sampler import EpochPlanner, order_seed
+from emp_hf.core.schedule import EpochSchedule
+from emp_hf.core.tracker import ALL_TABLES, PruningState
+from emp_hf.integration.distributed import ProcessGather, attach_process_group, gather_observations, step_major
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
-from emp_hf.tracker import ALL_TABLES, PruningState
 
 
 def random_batches(rng: np.random.Generator, n: int, epochs: int, per_epoch: int, max_batch: int = 12):
@@ -325,7 +325,7 @@ def splitmix64_key(row: int, seed: int) -> int:
 
 
 def test_mix64_matches_the_unsigned_reference():
-    from emp_hf.plan_history import draw_order
+    from emp_hf.core.plan_history import draw_order
 
     rows = torch.tensor([0, 1, 2, 5, 2**31 - 1, 2**40 + 7, 123456789])
     for seed in (0, 1, 2**62 + 12345, order_seed(7, 3)):
@@ -493,7 +493,7 @@ def test_cuda_plans_are_reproducible_and_read_back_on_the_cpu(method):
 
 @cuda
 def test_mix64_is_the_same_on_cuda():
-    from emp_hf.plan_history import draw_order
+    from emp_hf.core.plan_history import draw_order
 
     rows = torch.randperm(100_000)[:50_000]
     assert torch.equal(draw_order(rows.cuda(), order_seed(1, 2)).cpu(), draw_order(rows, order_seed(1, 2)))

@@ -12,8 +12,8 @@ import torch
 from transformers import TrainerCallback
 
 from emp_hf import EMPTrainer
-from emp_hf.checkpoint import MANIFEST_FILE, STATE_FILE
-from emp_hf.tracker import TABLE_SPECS
+from emp_hf.core.tracker import TABLE_SPECS
+from emp_hf.integration.checkpoint import MANIFEST_FILE, STATE_FILE
 from emp_hf_dev.fixtures import make_args, make_bert
 
 
@@ -52,7 +52,7 @@ def test_nothing_is_pending_after_training_and_the_saved_state_has_every_visit(t
 
 def as_format_1(payload: bytes) -> bytes:
     """Rewrite a saved state as emp_hf wrote it before issue 15: eight tables, int64 counters, explicit plans."""
-    from emp_hf.plan_history import PlanHistory
+    from emp_hf.core.plan_history import PlanHistory
 
     state = torch.load(io.BytesIO(payload), weights_only=True)
     n = state["num_rows"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emp_hf import EMPTrainer
-from emp_hf.export import export_pruning_record
+from emp_hf.records.export import export_pruning_record
 from emp_hf_dev.fixtures import StopAt, make_args, make_bert, make_text_dataset
 
 

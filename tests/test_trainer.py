@@ -419,8 +419,8 @@ def test_resume_with_other_data_or_options_is_refused(tmp_path, text_dataset):
 
 def test_resume_from_a_checkpoint_without_newer_options(tmp_path, text_dataset):
     """Options added after a checkpoint was written (e.g. `emp_temperature`) count as their defaults."""
-    from emp_hf.checkpoint import load_pruning_state, save_pruning_state
-    from emp_hf.tracker import PruningState
+    from emp_hf.core.tracker import PruningState
+    from emp_hf.integration.checkpoint import load_pruning_state, save_pruning_state
 
     args = make_args(tmp_path, save_strategy="steps", save_steps=5, num_train_epochs=2, pruning_method="emp")
     EMPTrainer(model=make_bert(), args=args, train_dataset=text_dataset).train()

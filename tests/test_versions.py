@@ -9,7 +9,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from emp_hf.compat import TESTED_TRANSFORMERS
+from emp_hf.integration.compat import TESTED_TRANSFORMERS
 
 try:
     import tomllib

@@ -28,9 +28,9 @@ from datasets import DatasetDict, load_dataset
 from transformers import TrainerCallback
 
 from emp_hf import EMPConfig, EMPTrainer
-from emp_hf.config import EMPArgumentParser
-from emp_hf.plots import save_pruning_plots
-from emp_hf.schedule import StepCounter
+from emp_hf.core.schedule import StepCounter
+from emp_hf.integration.config import EMPArgumentParser
+from emp_hf.records.plots import save_pruning_plots
 
 HUB_PROBE_TIMEOUT = 3.0
 #: Short names of Hub datasets the image recipes accept.
@@ -459,7 +459,7 @@ def save_metrics(trainer: EMPTrainer, train_metrics: dict[str, Any], eval_metric
 
 
 def save_frequency_pictures(trainer: EMPTrainer, directory: str) -> list[str]:
-    """The pruning pictures of `emp_hf.plots` (training-frequency histogram, ...), on the main process only."""
+    """The pruning pictures of `emp_hf.records.plots` (training-frequency histogram, ...), on the main process only."""
     if not trainer.is_world_process_zero():
         return []
     return [str(p) for p in save_pruning_plots(trainer.pruning_state, directory)]

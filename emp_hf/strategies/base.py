@@ -10,11 +10,11 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from ..schedule import EpochSchedule, Phase, floor_share
+from ..core.schedule import EpochSchedule, Phase, floor_share
 
 Tables = dict[str, torch.Tensor]
 
-#: Every per-row table a `PruningState` can keep (see `emp_hf.tracker.TABLE_SPECS`).
+#: Every per-row table a `PruningState` can keep (see `emp_hf.core.tracker.TABLE_SPECS`).
 ALL_TABLES = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score", "weight", "frequency", "last_epoch"})
 
 
@@ -114,7 +114,7 @@ class Selection:
 class EpochContext:
     """Where the epoch being planned stands in the run: what `select` and `score` may read besides the tables.
 
-    The planner (`emp_hf.sampler.EpochPlanner`) builds one per epoch from its schedule (`EpochContext.of`) and
+    The planner (`emp_hf.core.sampler.EpochPlanner`) builds one per epoch from its schedule (`EpochContext.of`) and
     hands it to `score` (every epoch, to record the scores) and to `select` (pruned epochs only). A rule that
     moves with the epoch (SeTa's window, UCB1's visit bonus, an annealing sharpness) reads it here; it is a
     frozen value, so a strategy keeps no epoch of its own and a call decides the same rows whenever it is made.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..schedule import floor_share
+from ..core.schedule import floor_share
 from .base import EpochContext, PruningStrategy, Selection, StrategyOptions, StrategyTraits, Tables, check_number
 from .registry import register_strategy
 

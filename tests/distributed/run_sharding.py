@@ -12,7 +12,8 @@ gather. In the same process a whole state (no collective) gets the same observat
 own planner: the one-process run. Global batches are W-independent, so every world size, fresh or resumed, must
 end in the same state.
 
-`--save_dir` saves a checkpoint (`emp_hf.checkpoint.save_pruning_state`, the main process, inside `whole()`) after
+`--save_dir` saves a checkpoint (`emp_hf.integration.checkpoint.save_pruning_state`, the main process, inside
+`whole()`) after
 `STOP_BATCHES` global batches of epoch `STOP_EPOCH`; `--resume DIR` loads it (whole, then sharded, as `EMPTrainer`
 does) and continues from there. Each rank writes `OUT/rank<r>.json`: its row block, its local tables' lengths,
 whether they equal the reference's block bit for bit, the plans of both, hashes of the assembled and reference
@@ -31,12 +32,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from emp_hf.checkpoint import load_pruning_state, save_pruning_state
-from emp_hf.distributed import attach_process_group, shard_across_processes
-from emp_hf.sampler import EpochPlanner
-from emp_hf.schedule import EpochSchedule
+from emp_hf.core.sampler import EpochPlanner
+from emp_hf.core.schedule import EpochSchedule
+from emp_hf.core.tracker import PruningState
+from emp_hf.integration.checkpoint import load_pruning_state, save_pruning_state
+from emp_hf.integration.distributed import attach_process_group, shard_across_processes
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
-from emp_hf.tracker import PruningState
 
 N = 1003  # no world size divides it
 BATCH = 8

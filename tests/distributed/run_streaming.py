@@ -28,7 +28,7 @@ from transformers import PrinterCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from emp_hf import EMPConfig  # noqa: E402
-from emp_hf.config import INDEX_COLUMN  # noqa: E402
+from emp_hf.integration.config import INDEX_COLUMN  # noqa: E402
 
 
 class TorchStream(torch.utils.data.IterableDataset):

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-import emp_hf.checkpoint  # noqa: E402
+import emp_hf.integration.checkpoint  # noqa: E402
 from emp_hf import EMPTrainer  # noqa: E402
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset  # noqa: E402
 
@@ -29,14 +29,14 @@ class PrintSteps(TrainerCallback):
 def main() -> None:
     output_dir = sys.argv[1]
     if "--slow-save" in sys.argv:
-        write = emp_hf.checkpoint._atomic_write
+        write = emp_hf.integration.checkpoint._atomic_write
 
         def slow_write(path: str, data: bytes) -> None:
             print(f"WRITING {os.path.basename(path)}", flush=True)
             time.sleep(1.0)
             write(path, data)
 
-        emp_hf.checkpoint._atomic_write = slow_write
+        emp_hf.integration.checkpoint._atomic_write = slow_write
     args = make_args(
         Path(output_dir),
         pruning_method="emp",

@@ -7,10 +7,10 @@ import json
 import os
 from typing import Any
 
-from .checkpoint import STATE_FILE, find_pruning_state, read_pruning_state, state_step
-from .losses import model_name_of
+from ..core.tracker import PruningState
+from ..integration.checkpoint import STATE_FILE, find_pruning_state, read_pruning_state, state_step
+from ..integration.losses import model_name_of
 from .record import PLOTS_DIR, PruningRecord, check_record_target
-from .tracker import PruningState
 
 
 def export_pruning_record(

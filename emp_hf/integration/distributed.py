@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from .tracker import PruningState
+from ..core.tracker import PruningState
 
 
 def step_major(rows: torch.Tensor, values: torch.Tensor, num_processes: int, batch_size: int):

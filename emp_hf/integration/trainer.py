@@ -1,7 +1,7 @@
 """`PruningMixin`: dynamic data pruning for any `transformers.Trainer` subclass; `EMPTrainer` = mixin + `Trainer`.
 
-Each epoch trains on a subset chosen by a pruning strategy. Pairs for other trainers: `emp_hf.seq2seq`
-(`Seq2SeqTrainer`) and `emp_hf.sft` (TRL's `SFTTrainer`).
+Each epoch trains on a subset chosen by a pruning strategy. Pairs for other trainers: `emp_hf.integration.seq2seq`
+(`Seq2SeqTrainer`) and `emp_hf.integration.sft` (TRL's `SFTTrainer`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from transformers.modeling_utils import unwrap_model
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 from transformers.utils import logging
 
-from .budget import StepBudget
+from ..core.budget import StepBudget
+from ..core.sampler import EpochPlanner, PruningSampler
+from ..core.schedule import EpochSchedule, StepCounter
+from ..core.tracker import PruningState
+from ..strategies import build_strategy
+from ..strategies.base import option_defaults
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
 from .config import EMPConfig, PruningArguments
@@ -43,12 +48,7 @@ from .preflight import (
     check_sampling_strategy,
     preserved_random_states,
 )
-from .sampler import EpochPlanner, PruningSampler
-from .schedule import EpochSchedule, StepCounter
-from .strategies import build_strategy
-from .strategies.base import option_defaults
 from .streaming import PrunedStream, dataset_rows, prunable_stream, rows_per_turn, warn_if_cut_short
-from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
 
@@ -722,7 +722,7 @@ class PruningMixin(TrainerLoopHooks):
 
     def _push_pruning_record(self, save_dir: str | None = None) -> None:
         """Push the pruning record to the Hub; a failure is logged with the command that retries it."""
-        from .hub import push_trainer_pruning_record
+        from ..records.hub import push_trainer_pruning_record
 
         try:
             push_trainer_pruning_record(self, save_dir=save_dir)

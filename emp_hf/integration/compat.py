@@ -173,7 +173,7 @@ def assert_trainer_internals(trainer_class: type = Trainer) -> None:
         raise TransformersInternalsError(
             f"emp_hf relies on Trainer internals tested with transformers{TESTED_TRANSFORMERS}, but the installed "
             f"transformers {transformers.__version__} differs: " + "; ".join(problems) + ". Install "
-            f"'transformers{TESTED_TRANSFORMERS}' or update emp_hf/compat.py."
+            f"'transformers{TESTED_TRANSFORMERS}' or update emp_hf/integration/compat.py."
         )
 
 

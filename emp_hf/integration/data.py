@@ -34,7 +34,7 @@ def add_row_index(dataset: Any, column: str = INDEX_COLUMN) -> Any:
     Works for `datasets.Dataset` (also with `set_transform`/`with_transform`: the transform is wrapped so
     the index survives it) and for torch map-style datasets whose items are mappings. Idempotent; an existing
     `column` that is not exactly 0..N-1 (a dataset shuffled, selected or filtered after indexing) is rebuilt.
-    Iterable datasets are rejected (`emp_hf.streaming` prunes those by filtering the stream).
+    Iterable datasets are rejected (`emp_hf.integration.streaming` prunes those by filtering the stream).
     """
     if is_iterable(dataset):
         raise TypeError(

@@ -3,8 +3,9 @@
 A `PruningRecord` says which rows each epoch trained on and holds the per-row statistics behind it. It is
 built from a `PruningState` (`PruningRecord.from_state`) and saved as a small dataset directory
 (`rows.parquet`, `plans.parquet`, `pruning_record.json` and a dataset card `README.md`: `PruningRecord.save`,
-`read_record_dir`). Exporting a run is `emp_hf.export`, the Hub is `emp_hf.hub`, loading from anywhere and
-selecting rows is `emp_hf.load`. See `docs/hub.md`.
+`read_record_dir`). Exporting a run is `emp_hf.records.export`, the Hub is `emp_hf.records.hub`, loading from anywhere
+and
+selecting rows is `emp_hf.records.load`. See `docs/hub.md`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData
 from transformers.utils import logging
 
-from .checkpoint import STATE_FILE, atomic_write, atomic_write_bytes, newer, newest_pruning_state
-from .strategies import STRATEGIES, PruningStrategy, StrategyTraits
-from .tracker import DERIVED_SCORE_TABLE, PruningState
-from .version import __version__
+from ..core.tracker import DERIVED_SCORE_TABLE, PruningState
+from ..integration.checkpoint import STATE_FILE, atomic_write, atomic_write_bytes, newer, newest_pruning_state
+from ..strategies import STRATEGIES, PruningStrategy, StrategyTraits
+from ..version import __version__
 
 logger = logging.get_logger(__name__)
 
@@ -339,7 +340,7 @@ class PruningRecord:
         dataset card `README.md`, which embeds `images` (paths relative to `directory`). Returns the directory.
 
         A `README.md` that is not a pruning record's card is never replaced unless `overwrite=True` (see
-        `check_record_target`). `emp_hf.export.save_pruning_record` also draws the pictures."""
+        `check_record_target`). `emp_hf.records.export.save_pruning_record` also draws the pictures."""
         directory = os.fspath(directory)
         check_record_target(directory, overwrite=overwrite)
         os.makedirs(directory, exist_ok=True)

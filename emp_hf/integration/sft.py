@@ -23,12 +23,12 @@ try:
     import trl
     from trl import SFTConfig, SFTTrainer
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("emp_hf.sft needs TRL: pip install 'emp_hf[trl]'") from error
+    raise ImportError("emp_hf.integration.sft needs TRL: pip install 'emp_hf[trl]'") from error
 
+from ..strategies import build_strategy
 from .config import PruningArguments
 from .data import is_iterable
 from .losses import IGNORE_INDEX, categorical_stats
-from .strategies import build_strategy
 from .trainer import PruningMixin
 
 #: Whether this TRL computes the loss with its fused LM head (per-token log-probabilities, no logits).

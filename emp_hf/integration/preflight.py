@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from transformers.utils import find_labels
 
+from ..core.schedule import EpochSchedule, StepCounter
+from ..strategies import StrategyTraits
 from .config import INDEX_COLUMN, PruningArguments
 from .losses import unwrap_peft
-from .schedule import EpochSchedule, StepCounter
-from .strategies import StrategyTraits
 
 
 @contextlib.contextmanager

@@ -13,11 +13,11 @@ import numpy as np
 try:
     from matplotlib.figure import Figure
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("emp_hf.plots needs matplotlib: pip install 'emp_hf[plots]'") from error
+    raise ImportError("emp_hf.records.plots needs matplotlib: pip install 'emp_hf[plots]'") from error
 
-from .checkpoint import atomic_write
+from ..core.tracker import PruningState
+from ..integration.checkpoint import atomic_write
 from .record import PruningRecord
-from .tracker import PruningState
 
 FULL_COLOR = "#4c72b0"
 PRUNED_COLOR = "#dd8452"

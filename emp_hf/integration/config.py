@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from .strategies import STRATEGIES, PruningOptions, StrategyOptions, StrategyTraits
-from .strategies.base import DEFAULT_PRUNE_RATIO, check_number, invalid_option, is_number
+from ..strategies import STRATEGIES, PruningOptions, StrategyOptions, StrategyTraits
+from ..strategies.base import DEFAULT_PRUNE_RATIO, check_number, invalid_option, is_number
 
 INDEX_COLUMN = "emp_row_index"
 

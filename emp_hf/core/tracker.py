@@ -8,7 +8,8 @@ Hot path: `update` appends a micro-batch's `(rows, loss, entropy)` to preallocat
 pass, the *flush*, when it is full, when the epoch changes, and whenever anything reads the tables: every read
 (`state.tables`, `state.frequency`, `device_tables()`, `state_dict()`, ...) goes through a flush, so no reader
 sees a stale table. With several processes, the flush first gathers every process's buffer (one collective per
-flush, `emp_hf.distributed.attach_process_group`); every process must then reach the flush together, which the
+flush, `emp_hf.integration.distributed.attach_process_group`); every process must then reach the flush together, which
+the
 trainer guarantees by flushing at the points every process passes (planning, checkpoint save, end of training).
 
 Sharded rows (several processes, `PruningState.shard`): each process keeps the statistic tables of one contiguous
@@ -64,7 +65,7 @@ Gather = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 
 class RowShards(Protocol):
-    """The processes a sharded state's rows are split across (`emp_hf.distributed.ProcessShards`).
+    """The processes a sharded state's rows are split across (`emp_hf.integration.distributed.ProcessShards`).
 
     Process `rank` of `world` owns the contiguous block of rows `[rank*N//world, (rank+1)*N//world)`.
     """
@@ -119,7 +120,7 @@ class PruningState:
     observed loss, derived when read: see `derived_score`), `weight` (loss weight of the current epoch),
     `frequency` (visits so far), `last_epoch` (epoch of the last visit, -1 if never visited) — only the tables
     in `track` (default: all) plus `frequency` and `last_epoch`. Per epoch: `plans` (row indices trained, in
-    order; stored compactly, see `emp_hf.plan_history`) and `epoch_plan_sizes`.
+    order; stored compactly, see `emp_hf.core.plan_history`) and `epoch_plan_sizes`.
 
     Args:
         num_rows: rows of the training dataset.
@@ -149,7 +150,8 @@ class PruningState:
         self.ema_decay = ema_decay
         self.device = torch.device(device)
         self.metadata: dict[str, Any] = {}
-        self.gather: Gather | None = None  # set for several processes (emp_hf.distributed.attach_process_group)
+        # set for several processes (emp_hf.integration.distributed.attach_process_group)
+        self.gather: Gather | None = None
         self.micro_batch_width: int | None = None  # with `gather`: every micro-batch padded to this many rows
         self.buffer_rows = buffer_rows
         self.shards: RowShards | None = None  # set with several processes (`shard`): this process's rows only
@@ -424,7 +426,7 @@ class PruningState:
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Store the plan of `epoch` compactly: the rows kept (None: every row), shuffled on the state's device by
-        the keyed hash of `order_seed` (None: ascending order; see `emp_hf.plan_history`). Returns the ordered
+        the keyed hash of `order_seed` (None: ascending order; see `emp_hf.core.plan_history`). Returns the ordered
         plan (on the CPU)."""
         self._check_next(epoch)
         order = self._plans.append_selection(rows, order_seed, self.device)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from ..strategies import EpochContext, PruningStrategy
 from .schedule import EpochSchedule
-from .strategies import EpochContext, PruningStrategy
 from .tracker import PruningState
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, epoch) over the 64-bit seed space

@@ -2,7 +2,7 @@
 
 Authentication and the Hub's address come from `huggingface_hub` itself (`token=`, else `HF_TOKEN` or the
 saved login; `HF_ENDPOINT`). Loading a record (from a directory or, through `download_pruning_record`, the
-Hub) is `emp_hf.load.load_pruning_record`. Which process pushes (rank 0 only) is the trainer's business, not
+Hub) is `emp_hf.records.load.load_pruning_record`. Which process pushes (rank 0 only) is the trainer's business, not
 this module's.
 """
 
@@ -22,10 +22,10 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .checkpoint import STATE_FILE
+from ..core.tracker import PruningState
+from ..integration.checkpoint import STATE_FILE
 from .export import export_pruning_record, record_from_output_dir, record_from_trainer, save_pruning_record
 from .record import RECORD_PATTERNS, PruningRecord, RecordOfflineError, resolve_record_source
-from .tracker import PruningState
 
 DEFAULT_COMMIT_MESSAGE = "Upload pruning record (emp_hf)"
 RECORD_REPO_SUFFIX = "-pruning-record"

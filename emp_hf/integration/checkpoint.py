@@ -15,7 +15,7 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .tracker import PruningState
+from ..core.tracker import PruningState
 
 logger = logging.get_logger(__name__)
 

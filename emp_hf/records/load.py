@@ -11,10 +11,10 @@ import datasets
 import torch
 from transformers.utils import logging
 
+from ..core.tracker import PruningState
 from .export import export_pruning_record, record_from_output_dir
 from .hub import download_pruning_record
 from .record import PruningRecord, check_dataset, read_record_dir, resolve_record_source, source_rows
-from .tracker import PruningState
 
 logger = logging.get_logger(__name__)
 

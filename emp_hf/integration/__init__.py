@@ -1,0 +1,1 @@
+"""The Trainer integration: the mixin and its configs, per-example statistics, checks, checkpoints."""

@@ -1,0 +1,1 @@
+"""Pruning records: export to `datasets`, load and select rows, Hub push and pull, plots."""
