@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Sampler
 
-from ..strategies import EpochContext, PruningStrategy
-from .schedule import EpochSchedule
+from .schedule import EpochContext, EpochSchedule
 from .tracker import PruningState
+
+if TYPE_CHECKING:  # the core plans with any strategy; it imports none
+    from ..strategies import PruningStrategy
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, epoch) over the 64-bit seed space
 _ORDER = 0x5851F42D4C957F2D  # a second stream for the training order of an epoch

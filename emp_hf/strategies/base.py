@@ -10,7 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from ..core.schedule import EpochSchedule, Phase, floor_share
+from ..core.schedule import EpochContext, floor_share
 
 Tables = dict[str, torch.Tensor]
 
@@ -108,50 +108,6 @@ class Selection:
 
     rows: torch.Tensor  # int64, unique, unordered
     weight: torch.Tensor | None = None  # float32 per row (length N), or None for all ones
-
-
-@dataclass(frozen=True)
-class EpochContext:
-    """Where the epoch being planned stands in the run: what `select` and `score` may read besides the tables.
-
-    The planner (`emp_hf.core.sampler.EpochPlanner`) builds one per epoch from its schedule (`EpochContext.of`) and
-    hands it to `score` (every epoch, to record the scores) and to `select` (pruned epochs only). A rule that
-    moves with the epoch (SeTa's window, UCB1's visit bonus, an annealing sharpness) reads it here; it is a
-    frozen value, so a strategy keeps no epoch of its own and a call decides the same rows whenever it is made.
-    """
-
-    #: The epoch being planned, 0-based.
-    epoch: int
-    #: Its phase: `"warmup"` and `"anneal"` epochs train on every row, `"pruned"` ones on `num_keep`.
-    phase: Phase
-    #: The epochs the run is planned for (with `max_steps` and an open budget, the latest fit).
-    num_epochs: int
-    #: `N`, the rows of the training set.
-    num_rows: int
-    #: `K = N - floor(prune_ratio * N)`, the rows a pruned epoch visits (for an open budget, its nominal size).
-    num_keep: int
-    #: The full epochs at the start (`pruning_warmup_epochs`).
-    warmup_epochs: int
-    #: The full epochs at the end (`ceil(pruning_anneal_fraction * num_epochs)`).
-    anneal_epochs: int
-
-    @classmethod
-    def of(cls, schedule: EpochSchedule, epoch: int) -> EpochContext:
-        """The context of `epoch` under `schedule`."""
-        return cls(
-            epoch=epoch,
-            phase=schedule.phase(epoch),
-            num_epochs=schedule.num_epochs,
-            num_rows=schedule.num_rows,
-            num_keep=schedule.num_keep,
-            warmup_epochs=schedule.warmup_epochs,
-            anneal_epochs=schedule.anneal_epochs,
-        )
-
-    @property
-    def epochs_since_warmup(self) -> int:
-        """`epoch - warmup_epochs`: 0 at the first pruned epoch (SeTa's `t`)."""
-        return self.epoch - self.warmup_epochs
 
 
 @dataclass(frozen=True)
