@@ -1,6 +1,8 @@
 """`make demo` (`python recipes/demo.py`): one progress bar and a short summary, no per-step log dicts."""
 
 import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +16,11 @@ needs_assets = pytest.mark.skipif(
 
 @needs_assets
 @pytest.mark.slow
-def test_demo_prints_a_bar_and_a_summary_not_log_dicts(tmp_path, capfd, one_thread):
-    import demo
+def test_demo_prints_a_bar_and_a_summary_not_log_dicts(tmp_path, capfd, one_thread, monkeypatch):
+    spec = importlib.util.spec_from_file_location("demo", Path(__file__).parents[1] / "recipes" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "demo", demo)  # the script's dataclasses look their module up
+    spec.loader.exec_module(demo)
 
     argv = ["--output_dir", str(tmp_path), "--max_train_samples", "32", "--max_eval_samples", "16"]
     result = demo.main(
