@@ -11,11 +11,9 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from ..core.schedule import EpochContext, floor_share
+from ..core.tracker import ALL_TABLES  # every per-row table a `PruningState` can keep
 
 Tables = dict[str, torch.Tensor]
-
-#: Every per-row table a `PruningState` can keep (see `emp_hf.core.tracker.TABLE_SPECS`).
-ALL_TABLES = frozenset({"loss", "entropy", "ema_mean", "ema_var", "score", "weight", "frequency", "last_epoch"})
 
 
 OptionsT = TypeVar("OptionsT", bound="StrategyOptions")
