@@ -184,7 +184,7 @@ def test_weighted_loss_is_the_mean_over_labelled_rows(tmp_path):
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
     trainer.current_gradient_accumulation_steps = 1
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
-    trainer.pruning_state.tables["weight"][:8] = torch.linspace(1.0, 2.0, 8)
+    trainer.pruning_state.set_weights(torch.linspace(1.0, 2.0, 8))
     torch.manual_seed(0)
     loss = trainer.training_step(trainer.model, dict(batch))
     torch.manual_seed(0)
@@ -237,7 +237,7 @@ def test_weighted_strategy_weights_the_users_per_example_loss(tmp_path):
         per_example_loss_func=per_example,
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
-    trainer.pruning_state.tables["weight"][:8] = torch.linspace(1.0, 2.0, 8)
+    trainer.pruning_state.set_weights(torch.linspace(1.0, 2.0, 8))
     trainer.model.train()
     torch.manual_seed(0)
     loss = trainer.compute_loss(trainer.model, dict(batch))

@@ -210,7 +210,7 @@ def test_a_reweighted_loss_with_unit_weights_is_the_trainers_loss(tmp_path, head
     expected_loss, expected_grads = _step(plain, batch, count, 2)
     args = make_args(tmp_path, pruning_method="infobatch", gradient_accumulation_steps=2, num_train_epochs=4)
     pruned = EMPTrainer(model=make_model(), args=args, train_dataset=make_text_dataset(n=8))
-    pruned.pruning_state.tables["weight"][:8] = 1.0
+    pruned.pruning_state.set_weights(torch.ones(8))
     indexed = {**batch, args.pruning_index_column: torch.arange(8)}
     loss, grads = _step(pruned, indexed, count, 2)
     torch.testing.assert_close(loss, expected_loss)
@@ -223,7 +223,7 @@ def test_a_reweighted_sequence_loss_weights_each_row(tmp_path):
     args = make_args(tmp_path, pruning_method="infobatch", gradient_accumulation_steps=2, num_train_epochs=4)
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=make_text_dataset(n=8))
     weight = torch.linspace(1.0, 3.0, 8)
-    trainer.pruning_state.tables["weight"][:8] = weight
+    trainer.pruning_state.set_weights(weight)
     loss, _ = _step(trainer, {**batch, args.pruning_index_column: torch.arange(8)}, None, 2)
     trainer.model.train()
     torch.manual_seed(0)

@@ -13,10 +13,11 @@ the
 trainer guarantees by flushing at the points every process passes (planning, checkpoint save, end of training).
 
 Sharded rows (several processes, `PruningState.shard`): each process keeps the statistic tables of one contiguous
-block of rows (`block`), and the flush applies only the gathered observations of the rows it owns. The
-tables set at planning and read per row by the per-batch path (`REPLICATED_TABLES`: `weight`) stay whole on every
-process. A read of a statistic table assembles it from every process (one collective: read on every process),
-and inside `with state.whole():` every process holds every row's tables (planning, saving a checkpoint).
+block of rows (`block`), and the flush applies only the gathered observations of the rows it owns. The loss
+weights, set at planning and read per row by the per-batch path for any row a process trains, stay whole on every
+process, at one byte a row (`emp_hf.core.weights.LossWeights`). A read of a statistic table assembles it from
+every process (one collective: read on every process), and inside `with state.whole():` every process holds every
+row's tables (planning, saving a checkpoint).
 
 The flush redirects rows that must not be updated (padding, duplicates, non-finite values) to a spare "trash"
 slot at index `N` instead of filtering them out with boolean indexing (which would synchronise with the host).
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 import torch
 
 from .plan_history import PlanHistory
+from .weights import LossWeights
 
 STATE_FORMAT_VERSION = 2
 #: Versions `load_state_dict` reads (1: eight full tables and explicit plans, emp_hf <= 0.1).
@@ -53,9 +55,9 @@ TABLE_SPECS: dict[str, tuple[torch.dtype, float]] = {
 }
 ALL_TABLES = frozenset(TABLE_SPECS)
 ALWAYS_TRACKED = frozenset({"frequency", "last_epoch"})
-#: Tables every process keeps whole when the rows are sharded: set at planning, read per row by the per-batch path
-#: (`loss_weight`) for rows any process trains.
-REPLICATED_TABLES = frozenset({"weight"})
+#: The statistic tables (observed in training, sharded across processes); `weight` is set at planning and kept
+#: apart, whole on every process (`LossWeights`: one byte a row).
+STATISTIC_TABLES = ALL_TABLES - {"weight"}
 #: What `PruningState.score` is derived from when the state keeps no `score` table (see `derived_score`).
 DERIVED_SCORE_TABLE = "loss"
 #: Default capacity of the observation buffer, in rows (16 bytes each).
@@ -156,19 +158,20 @@ class PruningState:
         self.buffer_rows = buffer_rows
         self.shards: RowShards | None = None  # set with several processes (`shard`): this process's rows only
         self.row_start, self.row_stop = 0, num_rows  # the rows whose statistic tables this process keeps
-        self._tables = {name: self._new_table(name) for name in TABLE_SPECS if name in names}
+        self._tables = {name: self._new_table(name) for name in TABLE_SPECS if name in names & STATISTIC_TABLES}
+        self._weights = LossWeights.ones(num_rows, self.device) if "weight" in names else None
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
         self._plans = PlanHistory(num_rows)
         self._buffer: ObservationBuffer | None = None
 
     def _new_table(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         spec_dtype, value = TABLE_SPECS[name]
-        rows = self.num_rows if name in REPLICATED_TABLES else self.row_stop - self.row_start
+        rows = self.row_stop - self.row_start
         return torch.full((rows + 1,), value, dtype=dtype or spec_dtype, device=self.device)
 
     # ------------------------------------------------------------------ sharding across processes
     def shard(self, shards: RowShards) -> None:
-        """Keep only the statistic tables of this process's block of rows (`REPLICATED_TABLES` stay whole).
+        """Keep only the statistic tables of this process's block of rows (the loss weights stay whole).
 
         Every process must call it (with its own rank); nothing is exchanged. The state must be whole."""
         if self.shards is not None:
@@ -176,9 +179,7 @@ class PruningState:
         self.flush()
         start, stop = block(self.num_rows, shards.rank, shards.world)
         for name, table in self._tables.items():
-            if name not in REPLICATED_TABLES:
-                local = torch.cat([table[start:stop], table[-1:]])  # own rows, then this process's trash slot
-                self._tables[name] = local
+            self._tables[name] = torch.cat([table[start:stop], table[-1:]])  # own rows, then this process's trash slot
         if shards.rank != 0:  # the non-finite tally lives on process 0 (the sum over processes is the total)
             self._nonfinite = torch.zeros_like(self._nonfinite)
         self.shards, self.row_start, self.row_stop = shards, start, stop
@@ -207,16 +208,15 @@ class PruningState:
 
     def _gathered(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
         """The flushed tables `names` of every row (`N + 1` entries; the trash slot is process 0's), assembled from
-        every process with one all-gather of their bytes. A whole state returns its own tables."""
+        every process with one all-gather of their bytes. A whole state returns its own tables; `weight` is always
+        a new float32 tensor (decoded from `LossWeights`)."""
         self.flush()
         names = list(names)
+        out = {"weight": self._weights.dense()} if "weight" in names and self._weights is not None else {}
+        sharded = [name for name in self._tables if name in names]  # the same order on every process
         shards = self.shards
-        if shards is None:
-            return {name: self._tables[name] for name in names}
-        sharded = [name for name in names if name not in REPLICATED_TABLES]
-        out = {name: self._tables[name] for name in names if name in REPLICATED_TABLES}
-        if not sharded:
-            return out
+        if shards is None or not sharded:
+            return {name: out[name] if name == "weight" else self._tables[name] for name in names}
         n, world = self.num_rows, shards.world
         sizes = [stop - start for start, stop in (block(n, r, world) for r in range(world))]
         # every process sends `width` entries a table (its rows, its trash slot, padding): a multiple of 8, so that
@@ -244,29 +244,33 @@ class PruningState:
     @property
     def tracked(self) -> frozenset[str]:
         """Names of the per-row tables this state keeps."""
-        return frozenset(self._tables)
+        return frozenset(self._tables) | ({"weight"} if self._weights is not None else set())
 
     @property
     def tables(self) -> dict[str, torch.Tensor]:
-        """The per-row tables after a flush, each with `N + 1` entries (slot `N` is the trash slot). Sharded:
-        assembled copies (one collective; writes to them do not reach the state)."""
+        """The per-row tables after a flush, each with `N + 1` entries (slot `N` is the trash slot). The statistic
+        tables are the state's own (sharded: assembled copies, one collective); `weight` is always a copy (write
+        weights with `set_weights`)."""
         if self.shards is None:
             self.flush()
-            return self._tables
-        return self._gathered(self._tables)
+            if self._weights is None:
+                return self._tables
+            return {**self._tables, "weight": self._weights.dense()}
+        return self._gathered(self.tracked)
 
     def device_tables(self) -> dict[str, torch.Tensor]:
-        """Views of the flushed per-row tables (without the trash slot) on the state's device: what strategies
-        decide from. Sharded: every row's, assembled (one collective), held until the caller drops them."""
+        """Views of the flushed statistic tables (without the trash slot and the loss weights, which strategies
+        return rather than read) on the state's device: what strategies decide from. Sharded: every row's,
+        assembled (one collective), held until the caller drops them."""
         return {name: table[:-1] for name, table in self._gathered(self._tables).items()}
 
     def cpu_tables(self) -> dict[str, torch.Tensor]:
-        """A CPU copy of the flushed per-row tables (without the trash slot)."""
-        return {name: table.to("cpu", copy=True) for name, table in self.device_tables().items()}
+        """A CPU copy of every flushed per-row table, the loss weights included (without the trash slot)."""
+        return {name: table[:-1].to("cpu", copy=True) for name, table in self._gathered(self.tracked).items()}
 
     def __getattr__(self, name: str) -> torch.Tensor:
         tables = self.__dict__.get("_tables")
-        if tables is not None and name in tables:
+        if tables is not None and (name in tables or (name == "weight" and self.__dict__.get("_weights") is not None)):
             return self._gathered([name])[name][:-1]
         if tables is not None and name == "score" and DERIVED_SCORE_TABLE in tables:
             return self.derived_score()
@@ -385,11 +389,10 @@ class PruningState:
     def loss_weight(self, rows: torch.Tensor) -> torch.Tensor:
         """The loss weights of `rows` in the current epoch (set by the plan; needs no flush). All ones when the
         strategy keeps no weights."""
-        weight = self._tables.get("weight")
         rows = rows.to(self.device)
-        if weight is None:
+        if self._weights is None:
             return torch.ones(rows.shape, dtype=torch.float32, device=self.device)
-        return weight[rows]
+        return self._weights[rows]
 
     # ------------------------------------------------------------------ plans
     @property
@@ -416,7 +419,7 @@ class PruningState:
         """Store the plan of `epoch` (the next unplanned epoch) as an explicit ordered list, and its loss weights."""
         self._check_next(epoch)
         self._plans.append_rows(plan)
-        self._set_weight(weight)
+        self.set_weights(weight)
 
     def record_selection(
         self,
@@ -430,12 +433,12 @@ class PruningState:
         plan (on the CPU)."""
         self._check_next(epoch)
         order = self._plans.append_selection(rows, order_seed, self.device)
-        self._set_weight(weight)
+        self.set_weights(weight)
         return order
 
-    def _set_weight(self, weight: torch.Tensor | None) -> None:
-        w = self._tables.get("weight")
-        if w is None:
+    def set_weights(self, weight: torch.Tensor | None) -> None:
+        """Set the loss weights of the current epoch: `weight` (float32 per row, length N) or None for all ones."""
+        if self._weights is None:
             if weight is not None and not bool((weight == 1).all()):
                 raise ValueError(
                     "The strategy returned loss weights but this pruning state keeps no 'weight' table: add "
@@ -443,9 +446,11 @@ class PruningState:
                 )
             return
         if weight is None:
-            w.fill_(1.0)
-        else:
-            w[:-1] = weight.to(w.device, torch.float32)
+            self._weights = LossWeights.ones(self.num_rows, self.device)
+            return
+        if weight.numel() != self.num_rows:
+            raise ValueError(f"Got {weight.numel()} loss weights for a pruning state of {self.num_rows} rows.")
+        self._weights = LossWeights.encode(weight, self.device)
 
     def set_scores(self, score: torch.Tensor) -> None:
         if "score" not in self._tables:
@@ -461,8 +466,9 @@ class PruningState:
     # ------------------------------------------------------------------ memory
     def table_bytes(self) -> int:
         """Bytes this process holds in per-row tables (the trash slot included; sharded: its own rows' statistic
-        tables and the whole `REPLICATED_TABLES`)."""
-        return sum(t.numel() * t.element_size() for t in self._tables.values())
+        tables and the whole loss weights)."""
+        weights = 0 if self._weights is None else self._weights.nbytes()
+        return sum(t.numel() * t.element_size() for t in self._tables.values()) + weights
 
     def plan_bytes(self) -> int:
         """Bytes held by the plan history (bitmaps and explicit plans)."""
@@ -471,7 +477,7 @@ class PruningState:
     # ------------------------------------------------------------------ (de)serialisation
     def state_dict(self) -> dict[str, Any]:
         """Every row's state, whatever the sharding (sharded: assembled, one collective on every process)."""
-        tables = self._gathered(self._tables)
+        tables = self._gathered(self.tracked)
         return {
             "format_version": STATE_FORMAT_VERSION,
             "num_rows": self.num_rows,
@@ -509,9 +515,14 @@ class PruningState:
             dtype = current.dtype
             if not dtype.is_floating_point and table.numel() and int(table.abs().max()) > torch.iinfo(dtype).max:
                 dtype = torch.int32 if int(table.abs().max()) <= torch.iinfo(torch.int32).max else torch.int64
-            if name not in REPLICATED_TABLES and self.shards is not None:
+            if self.shards is not None:
                 table = torch.cat([table[self.row_start : self.row_stop], table[-1:]])
             tables[name] = table.to(self.device, dtype, copy=True)
+        if self._weights is not None:
+            weight = saved.get("weight")
+            self._weights = LossWeights.ones(self.num_rows, self.device)
+            if weight is not None:
+                self.set_weights(weight[: self.num_rows])
         self.ema_decay = state["ema_decay"]
         self._tables = tables
         if version == 1:
@@ -528,6 +539,8 @@ class PruningState:
         self.flush()
         self.device = torch.device(device)
         self._tables = {name: t.to(self.device) for name, t in self._tables.items()}
+        if self._weights is not None:
+            self._weights = self._weights.to(self.device)
         self._nonfinite = self._nonfinite.to(self.device)
         self._buffer = None
         return self
@@ -535,7 +548,7 @@ class PruningState:
     def __repr__(self) -> str:
         rows = "" if self.shards is None else f", rows=[{self.row_start}, {self.row_stop})"
         return (
-            f"PruningState(num_rows={self.num_rows}{rows}, tracked={sorted(self._tables)}, device={self.device}, "
+            f"PruningState(num_rows={self.num_rows}{rows}, tracked={sorted(self.tracked)}, device={self.device}, "
             f"epochs={len(self._plans)})"
         )
 

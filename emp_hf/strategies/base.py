@@ -395,28 +395,23 @@ def soft_prune(
     well_learned = torch.empty(n, dtype=torch.bool, device=device)
     for start in chunks(n):  # `score < mean` in float64 (NaN compares False), a chunk at a time
         torch.lt(score[start : start + CHUNK_ROWS].double(), mean, out=well_learned[start : start + CHUNK_ROWS])
-    candidates = torch.nonzero(well_learned).flatten()
-    size = candidates.numel()
-    shuffle = randperm_index(size, generator)  # a uniform order of the below-mean rows; the share is its head
+    size = int(torch.count_nonzero(well_learned))
     if num_prune is None:
         assert ratio is not None
-        pruned = candidates[shuffle[: floor_share(ratio, size)]]
+        share = floor_share(ratio, size)
         upweight = 1.0 / (1.0 - ratio)
     else:
-        pruned = candidates[shuffle[: min(num_prune, size)]]
-        extra = num_prune - pruned.numel()
-        if extra > 0:  # the below-mean set is too small: also drop the lowest-scored other rows
-            others = torch.nonzero(~well_learned).flatten()
-            keyed = torch.nan_to_num(-score[others].double(), nan=float("-inf"))
-            perm = torch.randperm(others.numel(), generator=generator, device=device)
-            order = perm[torch.sort(keyed[perm], descending=True, stable=True).indices]
-            pruned = torch.cat([pruned, others[order[:extra]]])
-        r_eff = min(num_prune, size) / size if size else 0.0
+        share = min(num_prune, size)
+        r_eff = share / size if size else 0.0
         upweight = 1.0 / (1.0 - r_eff) if r_eff < 1.0 else 1.0
-    del candidates, shuffle
-    keep = torch.ones(n, dtype=torch.bool, device=device)
-    keep[pruned] = False
-    del pruned
+    # the pruned share: a uniform subset of the below-mean rows (a Bernoulli draw trimmed to size, no permutation)
+    keep = uniform_subset(n, share, generator, within=well_learned).logical_not_()
+    if num_prune is not None and num_prune > share:  # the below-mean set is too small: also drop the lowest-scored
+        others = torch.nonzero(~well_learned).flatten()  # other rows, ties in a random order
+        keyed = torch.nan_to_num(-score[others].double(), nan=float("-inf"))
+        perm = torch.randperm(others.numel(), generator=generator, device=device)
+        order = perm[torch.sort(keyed[perm], descending=True, stable=True).indices]
+        keep[others[order[: num_prune - share]]] = False
     rows = torch.nonzero(keep).flatten()
     weight = torch.ones(n, dtype=torch.float32, device=device).masked_fill_(well_learned.logical_and_(keep), upweight)
     return Selection(rows=rows, weight=weight)

@@ -111,6 +111,8 @@ def run_method(method: str, acc: Accelerator, opts: argparse.Namespace) -> dict:
                 acc.wait_for_everyone()
     state.flush()  # the gather of the last observations (every process)
     local = {name: table.clone() for name, table in state._tables.items()}  # this process's own tables, as held
+    if state._weights is not None:  # the loss weights, whole on every process (one byte a row)
+        local["weight"] = state._weights.dense()
     ref_tables = reference.tables
     local_equal = {}
     for name, table in local.items():

@@ -54,7 +54,7 @@ def test_each_process_holds_its_block_of_rows(runs):
                 size = r["rows"][1] - r["rows"][0]
                 for table, rows in r["local_rows"].items():
                     assert rows == (N if table == "weight" else size), (name, r["method"], table)
-                # the statistic tables scale with 1/W; the weight table (read per batch for any row) stays whole
+                # the statistic tables scale with 1/W; the loss weights (read per batch for any row) stay whole
                 assert r["table_bytes"] < r["ref_table_bytes"] or world == 1
                 assert all(r["local_equal"].values()), (name, r["method"], r["local_equal"])
 
