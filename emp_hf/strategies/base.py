@@ -407,11 +407,15 @@ def soft_prune(
     # the pruned share: a uniform subset of the below-mean rows (a Bernoulli draw trimmed to size, no permutation)
     keep = uniform_subset(n, share, generator, within=well_learned).logical_not_()
     if num_prune is not None and num_prune > share:  # the below-mean set is too small: also drop the lowest-scored
-        others = torch.nonzero(~well_learned).flatten()  # other rows, ties in a random order
-        keyed = torch.nan_to_num(-score[others].double(), nan=float("-inf"))
-        perm = torch.randperm(others.numel(), generator=generator, device=device)
-        order = perm[torch.sort(keyed[perm], descending=True, stable=True).indices]
-        keep[others[order[: num_prune - share]]] = False
+        others = torch.nonzero(~well_learned).flatten()  # other rows (never observed last), ties drawn uniformly
+        lowest = torch.nan_to_num(score[others].neg(), nan=float("-inf"))
+        extra = num_prune - share
+        threshold = kth_largest(lowest, extra)
+        dropped = lowest > threshold
+        tied = lowest == threshold
+        dropped |= uniform_subset(others.numel(), extra - int(torch.count_nonzero(dropped)), generator, within=tied)
+        keep[others[dropped]] = False
+        del others, lowest, dropped, tied
     rows = torch.nonzero(keep).flatten()
     weight = torch.ones(n, dtype=torch.float32, device=device).masked_fill_(well_learned.logical_and_(keep), upweight)
     return Selection(rows=rows, weight=weight)
