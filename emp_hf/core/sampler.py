@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import Sampler
 
+from .quota import select_by_class
 from .schedule import EpochContext, EpochSchedule
 from .tracker import PruningState
 
@@ -42,11 +43,27 @@ class EpochPlanner:
     whole while an epoch is planned (`PruningState.whole`), so every process decides the one-process plan.
     """
 
-    def __init__(self, state: PruningState, strategy: PruningStrategy, schedule: EpochSchedule, seed: int) -> None:
+    def __init__(
+        self,
+        state: PruningState,
+        strategy: PruningStrategy,
+        schedule: EpochSchedule,
+        seed: int,
+        classes: torch.Tensor | None = None,
+        class_quota: str | None = None,
+    ) -> None:
+        """`classes` (each row's class id) and `class_quota` (`emp_hf.core.quota.QUOTA_RULES`): split each pruned
+        epoch's rows among the classes first; the strategy then chooses within each class."""
+        if (classes is None) != (class_quota is None):
+            raise ValueError("Per-class quotas need both the rows' classes and a quota rule.")
+        if classes is not None and classes.numel() != state.num_rows:
+            raise ValueError(f"Got {classes.numel()} row classes for a pruning state of {state.num_rows} rows.")
         self.state = state
         self.strategy = strategy
         self.schedule = schedule
         self.seed = seed
+        self.classes = classes
+        self.class_quota = class_quota
 
     def reschedule(self, schedule: EpochSchedule) -> None:
         """Plan the epochs not yet planned by `schedule` (an open budget refitted to `max_steps`)."""
@@ -76,8 +93,16 @@ class EpochPlanner:
             rows, weight = None, None
             if context.phase == "pruned":
                 generator = epoch_generator(self.seed, epoch, self.state.device)
-                selection = self.strategy.select(tables, context.num_keep, generator, context)
-                rows, weight = selection.rows, selection.weight
+                if self.classes is None:
+                    selection = self.strategy.select(tables, context.num_keep, generator, context)
+                    rows, weight = selection.rows, selection.weight
+                else:
+
+                    def choose(class_tables: dict[str, torch.Tensor], quota: int) -> tuple:
+                        selection = self.strategy.select(class_tables, quota, generator, context)
+                        return selection.rows, selection.weight
+
+                    rows, weight = select_by_class(tables, self.classes, context.num_keep, self.class_quota, choose)
             return self.state.record_selection(epoch, rows, order_seed(self.seed, epoch), weight)
 
     def plan_size(self, epoch: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..core.quota import QUOTA_RULES
 from ..strategies import STRATEGIES, PruningOptions, StrategyOptions, StrategyTraits
 from ..strategies.base import DEFAULT_PRUNE_RATIO, check_number, invalid_option, is_number
 
@@ -80,6 +81,16 @@ class PruningArguments(PruningOptions):
         metadata={
             "help": "The number of rows of a streamed (iterable) training set, whose rows carry their ids 0..N-1 in "
             "pruning_index_column. Default: the split size in the dataset's info, else its len()."
+        },
+    )
+    pruning_class_quota: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split each pruned epoch's rows among the classes of the training labels before the method "
+            "chooses: 'balanced' (the same number per class; a smaller class keeps all its rows) or 'proportional' "
+            "(each class its share of the training set). The method then chooses which rows of each class. Needs a "
+            "method with a fixed budget and a datasets.Dataset with one class label per row. Default: None (the "
+            "method chooses among all rows)."
         },
     )
     ignore_pruning_state_mismatch: bool = field(
@@ -189,6 +200,16 @@ class PruningArguments(PruningOptions):
         ):
             raise invalid_option(self, "pruning_num_rows", "it must be a whole number of rows >= 1, or None.")
         self._validate_pruning_kwargs()
+        if self.pruning_class_quota is not None:
+            if self.pruning_class_quota not in QUOTA_RULES:
+                raise invalid_option(self, "pruning_class_quota", f"choose one of {list(QUOTA_RULES)} or None.")
+            if not (traits.prunes and traits.fixed_budget):
+                raise invalid_option(
+                    self,
+                    "pruning_class_quota",
+                    f"pruning_method={self.pruning_method!r} does not choose a fixed number of rows per epoch; use "
+                    "a method with a fixed budget (emp, random, rs2, ...) or leave it unset.",
+                )
         if self.push_pruning_record and os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
             raise invalid_option(
                 self, "push_pruning_record", "HF_HUB_OFFLINE is set, so nothing can be pushed; unset one of them."

@@ -215,3 +215,29 @@ def row_lengths(dataset: Any, length_column: str, input_name: str) -> torch.Tens
         column = dataset.with_format(None, columns=[input_name])[:][input_name]
         return torch.tensor([len(value) for value in column], dtype=torch.int64)
     return torch.tensor([len(dataset[i][input_name]) for i in range(len(dataset))], dtype=torch.int64)
+
+
+def row_classes(dataset: Any, label_names: list[str] | None) -> torch.Tensor:
+    """Each row's class id (int64), for `pruning_class_quota`: the first of `label_names` (else `labels`, `label`)
+    that is a column of the `datasets.Dataset`, one integer >= 0 per row (read once, before training)."""
+    if datasets is None or not isinstance(dataset, datasets.Dataset):
+        raise ValueError(
+            "pruning_class_quota needs the training set as a datasets.Dataset with a class label column; "
+            f"got a {type(dataset).__name__}."
+        )
+    names = [*(label_names or []), "labels", "label"]
+    column = next((name for name in names if name in dataset.column_names), None)
+    if column is None:
+        raise ValueError(
+            f"pruning_class_quota needs a class label column: the training set has none of {names} "
+            f"(its columns: {dataset.column_names}); set label_names=[...] to name it."
+        )
+    values = np.asarray(dataset.with_format("numpy", columns=[column])[:][column])
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or (values.size and values.min() < 0):
+        raise ValueError(
+            f"pruning_class_quota needs one class id (an integer >= 0) per row in column {column!r}; it holds "
+            f"{values.dtype} values of shape {values.shape[1:] or 'scalar'}"
+            + (f", min {values.min()}" if values.size and np.issubdtype(values.dtype, np.number) else "")
+            + "."
+        )
+    return torch.as_tensor(values, dtype=torch.int64)

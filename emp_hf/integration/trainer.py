@@ -29,7 +29,7 @@ from ..strategies.base import option_defaults
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
 from .compat import EpochLength, TrainerLoopHooks, TrainingValues, ensure_trainer_internals, retarget_lr_scheduler
 from .config import EMPConfig, PruningArguments
-from .data import PlanOrderSampler, RowIndexCollator, add_row_index, is_iterable, row_lengths
+from .data import PlanOrderSampler, RowIndexCollator, add_row_index, is_iterable, row_classes, row_lengths
 from .distributed import attach_process_group, shard_across_processes
 from .losses import (
     PerExampleLossFunc,
@@ -379,7 +379,11 @@ class PruningMixin(TrainerLoopHooks):
             num_epochs = math.ceil(args.num_train_epochs)  # fractional epochs only reach here for `none`
         check_drop_last(self._step_counter, self._budget.schedule(num_epochs), self.strategy.traits)
         self.pruning_state.metadata["planned_epochs"] = num_epochs
-        self._planner = EpochPlanner(self.pruning_state, self.strategy, self._budget.schedule(num_epochs), self._seed)
+        quota = args.pruning_class_quota
+        classes = None if quota is None else row_classes(self.train_dataset, args.label_names)
+        self._planner = EpochPlanner(
+            self.pruning_state, self.strategy, self._budget.schedule(num_epochs), self._seed, classes, quota
+        )
 
     @property
     def _seed(self) -> int:
