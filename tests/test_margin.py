@@ -124,7 +124,8 @@ def test_tracking_the_margin_leaves_training_and_the_other_tables_unchanged(tmp_
     assert torch.isfinite(tables_on["margin"]).all()
 
 
-def test_the_margin_is_the_mean_over_the_epochs_of_the_training_forward(tmp_path, one_thread):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])  # label smoothing changes the loss, not the margin of the logits
+def test_the_margin_is_the_mean_over_the_epochs_of_the_training_forward(tmp_path, smoothing, one_thread):
     """Every row once per epoch in one batch: the mean of the margins of the logits the training forward gave."""
     dataset = make_text_dataset(n=16)
     args = make_args(
@@ -134,26 +135,24 @@ def test_the_margin_is_the_mean_over_the_epochs_of_the_training_forward(tmp_path
         num_train_epochs=3,
         per_device_train_batch_size=16,
         pruning_track_margin=True,
+        label_smoothing_factor=smoothing,
     )
     trainer = EMPTrainer(model=make_bert(), args=args, train_dataset=dataset)
-    seen = []
-
-    def capture(module, inputs, outputs):
-        if module.training:
-            seen.append((inputs_of[-1], outputs.logits.detach().clone()))
-
-    inputs_of = []
-    trainer.model.register_forward_pre_hook(
-        lambda module, args, kwargs: inputs_of.append((kwargs["input_ids"].clone(), kwargs["labels"].clone())),
+    seen = []  # (input_ids, logits) of each training forward (with label smoothing the model gets no labels)
+    trainer.model.register_forward_hook(
+        lambda module, args, kwargs, outputs: (
+            seen.append((kwargs["input_ids"].clone(), outputs.logits.detach())) if module.training else None
+        ),
         with_kwargs=True,
     )
-    trainer.model.register_forward_hook(capture)
     trainer.train()
     row_of = {tuple(ids): i for i, ids in enumerate(dataset["input_ids"])}
     per_row = [[] for _ in range(len(dataset))]
-    for (ids, labels), logits in seen:
-        for i, m in enumerate(numpy_margins(logits.numpy(), labels.numpy())):
-            per_row[row_of[tuple(ids[i].tolist())]].append(m)
+    for ids, logits in seen:
+        rows = [row_of[tuple(x.tolist())] for x in ids]
+        labels = np.array([dataset["labels"][r] for r in rows])
+        for row, m in zip(rows, numpy_margins(logits.numpy(), labels), strict=True):
+            per_row[row].append(m)
     assert all(len(m) == 3 for m in per_row)
     expected = np.array([np.mean(m) for m in per_row])
     np.testing.assert_allclose(trainer.pruning_state.margin.numpy(), expected, rtol=1e-5, atol=1e-6)
