@@ -12,7 +12,7 @@ from emp_hf import EMPTrainer
 from emp_hf.cli import main
 from emp_hf.core.tracker import ALL_TABLES, PruningState
 from emp_hf.integration.losses import margins, per_example_margin
-from emp_hf.records.record import PruningRecord
+from emp_hf.records.record import PruningRecord, read_record_dir
 from emp_hf_dev.fixtures import make_args, make_bert, make_text_dataset
 
 
@@ -199,11 +199,12 @@ def runs(tmp_path_factory):
     return out
 
 
-def test_the_record_ranks_rows_by_margin(runs):
+def test_the_record_ranks_rows_by_margin(runs, tmp_path):
     state = runs["with"].pruning_state
     record = PruningRecord.from_state(state)
     margin = state.margin.numpy()
     np.testing.assert_array_equal(record.column("margin"), margin)
+    np.testing.assert_array_equal(read_record_dir(record.save(tmp_path / "record")).column("margin"), margin)
     assert record.top_k(5, by="margin", largest=False) == np.argsort(margin, kind="stable")[:5].tolist()
     assert record.top_k(3, by="margin") == np.argsort(-margin, kind="stable")[:3].tolist()
     plain = PruningRecord.from_state(runs["without"].pruning_state)
