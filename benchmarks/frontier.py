@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     extra.add_argument("--noise-rate", type=float, default=0.2, help="noise: share of training labels flipped")
     extra.add_argument("--tail-share", type=float, default=0.1, help="long_tail: share of a tail class's rows kept")
     extra.add_argument("--copies", type=int, default=4, help="duplicates: copies of each distinct row")
+    extra.add_argument(
+        "--track-margin",
+        action="store_true",
+        help="train with pruning_track_margin=True; with flipped labels, flag_precision also ranks by the lowest "
+        "area under the margin ('margin')",
+    )
     own, rest = extra.parse_known_args(argv)
     if "--pruning-warmup-epochs" not in rest:
         rest += ["--pruning-warmup-epochs", "0"]
@@ -96,6 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = quality.parse_args(rest)
     args.arch, args.plateau_share, args.freeze_layers = own.arch, own.plateau_share, own.freeze_layers
     args.regime, args.noise_rate, args.tail_share, args.copies = own.regime, own.noise_rate, own.tail_share, own.copies
+    args.track_margin = own.track_margin
     if args.arch is None:
         args.arch = "vit" if args.task == "fashion" else "minilm"
     if args.arch not in (("vit", "resnet") if args.task == "fashion" else ("minilm", "tiny-bert")):
@@ -173,6 +180,8 @@ def pruned_steps(args: argparse.Namespace, num_rows: int, ratio: float) -> int:
 def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, Any], ratio: float, seed: int) -> dict:
     """One training run; `fewer_steps` trains on full data up to the pruned run's steps."""
     fields = dict(fields)
+    if args.track_margin:
+        fields["pruning_track_margin"] = True
     baseline = spec.partition(":")[0] == "fewer_steps"
     pruned = fields["pruning_method"] != "none"
     full_steps = args.epochs * math.ceil(len(task.train) / args.batch_size)
@@ -198,9 +207,11 @@ def run_one(task: Task, args: argparse.Namespace, spec: str, fields: dict[str, A
             metrics["worst_accuracy"] = min(per_class)
         if task.flipped is not None:  # how well the record's statistics find the wrong labels
             tables = state.cpu_tables()
+            if "margin" in tables:  # the lowest area under the margin first
+                tables["margin"] = -tables["margin"]
             metrics["flag_precision"] = {
                 name: regimes.flag_precision(tables[name].numpy(), task.flipped)
-                for name in ("loss", "score")
+                for name in ("loss", "score", "margin")
                 if name in tables and bool(np.isfinite(tables[name].numpy()).any())
             }
         record = {
@@ -318,6 +329,37 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_flag_table(records: list[dict]) -> str:
+    """How well each statistic of the record finds the flipped labels: per method and ratio, the share of wrong
+    labels among the `noise rate x N` rows it ranks first (`regimes.flag_precision`; `margin`: lowest first), mean ±
+    std over seeds. Empty without flipped labels."""
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("flag_precision"):
+            groups[(r["method"], r["ratio"])].append(r["flag_precision"])
+    if not groups:
+        return ""
+    names = [n for n in ("loss", "score", "margin") if any(n in p for ps in groups.values() for p in ps)]
+    paired_margin = "margin" in names  # margin minus loss, run by run
+    head = " | ".join(f"precision by {n} (%)" for n in names) + (
+        " | margin − loss (points, wins) |" if paired_margin else " |"
+    )
+    lines = ["| method | prune ratio | seeds | " + head, "|" + "---|" * (3 + len(names) + paired_margin)]
+    for (method, ratio), precisions in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = []
+        for n in names:
+            values = [p[n] for p in precisions if n in p]
+            mean, std = quality.mean_std(values) if values else (None, None)
+            cells.append("" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}")
+        if paired_margin:
+            diffs = [p["margin"] - p["loss"] for p in precisions if "margin" in p and "loss" in p]
+            mean, std = quality.mean_std(diffs) if diffs else (None, None)
+            wins = f" ({sum(d > 0 for d in diffs)}/{len(diffs)})" if diffs else ""
+            cells.append("" if mean is None else f"{100 * mean:+.1f} ± {100 * std:.1f}{wins}")
+        lines.append(f"| {method} | {ratio:g} | {len(precisions)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], task: str, plot_dir: Path, name: str) -> list[Path]:
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -362,6 +404,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     setting = {**quality.setting_of(args), "arch": None if args.arch == "minilm" else args.arch}
     if args.freeze_layers:
         setting["freeze_layers"] = args.freeze_layers
+    if args.track_margin:
+        setting["track_margin"] = True
     if args.regime is not None:
         setting["regime"] = args.regime
         setting.update({"long_tail": {"tail_share": args.tail_share}, "noise": {"noise_rate": args.noise_rate},
@@ -399,6 +443,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print()
     print(plateau(records, args.plateau_share))
     print(format_table(rows))
+    flags = format_flag_table(records)
+    if flags:
+        print("\nthe wrong labels among the rows each statistic ranks first (chance: the noise rate)")
+        print(flags)
     quality.write_summary(rows, prefix, setting)
     print(f"\nruns: {results}\nsummary: {prefix}_summary.csv, {prefix}_summary.json")
     if args.plot:

@@ -190,6 +190,7 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
         ("never revisited after warm-up", share(summary["never_revisited_after_warmup"])),
         ("in every epoch", share(summary["in_every_epoch"])),
         ("non-finite losses", summary["nonfinite_losses"]),
+        ("likely mislabelled", _likely_mislabelled(summary["likely_mislabelled"])),
         ("score", record.metadata.get("score_definition")),
         ("options", ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or None),
         ("emp_hf version", summary["emp_hf_version"]),
@@ -198,6 +199,18 @@ def format_summary(record: PruningRecord, summary: dict[str, Any], title: str = 
     lines = [f"pruning record: {title}"] if title else []
     lines += [f"  {key:<{width}}  {'-' if value is None else value}" for key, value in table]
     return "\n".join(lines)
+
+
+#: How `emp-hf inspect` names the statistic its likely mislabelled rows are ranked by.
+MISLABEL_STATISTICS = {"margin": "lowest area under the margin (AUM)", "loss": "largest last loss"}
+
+
+def _likely_mislabelled(found: dict[str, Any] | None) -> str | None:
+    """`rows 12, 7, ... (by the lowest area under the margin (AUM))`: the summary's likely mislabelled rows."""
+    if found is None:
+        return None
+    rows = ", ".join(str(row) for row in found["rows"])
+    return f"rows {rows} (by the {MISLABEL_STATISTICS[found['statistic']]})"
 
 
 def _number(value: float) -> str:

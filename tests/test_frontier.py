@@ -140,6 +140,24 @@ def test_flag_precision_is_the_share_of_wrong_labels_among_the_largest_values():
     assert regimes.flag_precision(np.array([3.0, 0.0, 2.0, 1.0, 0.5]), flipped) == 1.0
 
 
+def test_the_flag_table_pairs_the_margin_with_the_loss_run_by_run():
+    frontier = load_frontier()
+    records = [
+        {"method": "emp_sample", "ratio": 0.5, "flag_precision": {"loss": 0.70, "score": 0.6, "margin": 0.75}},
+        {"method": "emp_sample", "ratio": 0.5, "flag_precision": {"loss": 0.80, "score": 0.6, "margin": 0.79}},
+        {"method": "fewer_steps", "ratio": 0.5, "flag_precision": {"loss": 0.50}},
+        {"method": "none", "ratio": 0.0},  # clean data or no statistics: not a row
+    ]
+    lines = frontier.format_flag_table(records).splitlines()
+    assert lines[0] == (
+        "| method | prune ratio | seeds | precision by loss (%) | precision by score (%) | precision by margin (%) "
+        "| margin − loss (points, wins) |"
+    )
+    assert lines[2] == "| emp_sample | 0.5 | 2 | 75.0 ± 7.1 | 60.0 ± 0.0 | 77.0 ± 2.8 | +2.0 ± 4.2 (1/2) |"
+    assert lines[3] == "| fewer_steps | 0.5 | 1 | 50.0 ± 0.0 |  |  |  |"
+    assert frontier.format_flag_table(records[3:]) == ""
+
+
 def load_report():
     from benchmarks import regimes_report
 

@@ -54,10 +54,17 @@ TABLE_SPECS: dict[str, tuple[torch.dtype, float]] = {
     "last_epoch": (torch.int16, -1),
 }
 ALL_TABLES = frozenset(TABLE_SPECS)
+#: Opt-in per-row tables, kept only when `track` names them (never a strategy's default): `margin`, the area under
+#: the margin (AUM, Pleiss et al., NeurIPS'20): the running mean over a row's visits of its margin, the logit of its
+#: label minus the largest other logit (`EMPConfig.pruning_track_margin`); `margin_visits`, how many it averages.
+MARGIN_TABLES: dict[str, tuple[torch.dtype, float]] = {
+    "margin": (torch.float32, float("nan")),
+    "margin_visits": (torch.int32, 0),
+}
+_ALL_SPECS = {**TABLE_SPECS, **MARGIN_TABLES}
 ALWAYS_TRACKED = frozenset({"frequency", "last_epoch"})
-#: The statistic tables (observed in training, sharded across processes); `weight` is set at planning and kept
-#: apart, whole on every process (`LossWeights`: one byte a row).
-STATISTIC_TABLES = ALL_TABLES - {"weight"}
+#: `weight` is not a table like the others: set at planning, it is kept apart (`PruningState._weights`), whole on
+#: every process, one byte a row (`LossWeights`); every other table is a statistic, sharded across processes.
 #: What `PruningState.score` is derived from when the state keeps no `score` table (see `derived_score`).
 DERIVED_SCORE_TABLE = "loss"
 #: Default capacity of the observation buffer, in rows (16 bytes each).
@@ -88,11 +95,12 @@ def block(num_rows: int, rank: int, world: int) -> tuple[int, int]:
 
 
 class ObservationBuffer:
-    """Preallocated device buffers of `(row, loss, entropy)`: one epoch's observations waiting for a flush."""
+    """Preallocated device buffers of `(row, loss, entropy)` (and `margin`, with `channels=3`): one epoch's
+    observations waiting for a flush."""
 
-    def __init__(self, capacity: int, device: torch.device | str) -> None:
+    def __init__(self, capacity: int, device: torch.device | str, channels: int = 2) -> None:
         self.rows = torch.full((capacity,), -1, dtype=torch.int64, device=device)
-        self.values = torch.zeros((2, capacity), dtype=torch.float32, device=device)  # loss, entropy
+        self.values = torch.zeros((channels, capacity), dtype=torch.float32, device=device)  # loss, entropy[, margin]
         self.size = 0
         self.epoch = 0
 
@@ -100,12 +108,16 @@ class ObservationBuffer:
     def capacity(self) -> int:
         return self.rows.numel()
 
-    def append(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, width: int) -> None:
-        """Three device copies; `width - len(rows)` slots stay padding (row -1)."""
+    def append(
+        self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, width: int, margin: torch.Tensor | None
+    ) -> None:
+        """Three device copies (four with `margin`); `width - len(rows)` slots stay padding (row -1)."""
         start, k = self.size, rows.numel()
         self.rows[start : start + k].copy_(rows.reshape(-1), non_blocking=True)
         self.values[0, start : start + k].copy_(loss.reshape(-1), non_blocking=True)
         self.values[1, start : start + k].copy_(entropy.reshape(-1), non_blocking=True)
+        if margin is not None:
+            self.values[2, start : start + k].copy_(margin.reshape(-1), non_blocking=True)
         self.size += width
 
     def clear(self) -> None:
@@ -121,8 +133,10 @@ class PruningState:
     `score` (what the strategy ranked by at the last plan; for a strategy that keeps no score table, the last
     observed loss, derived when read: see `derived_score`), `weight` (loss weight of the current epoch),
     `frequency` (visits so far), `last_epoch` (epoch of the last visit, -1 if never visited) — only the tables
-    in `track` (default: all) plus `frequency` and `last_epoch`. Per epoch: `plans` (row indices trained, in
-    order; stored compactly, see `emp_hf.core.plan_history`) and `epoch_plan_sizes`.
+    in `track` (default: all) plus `frequency` and `last_epoch`. Opt-in (`MARGIN_TABLES`, when `track` names
+    `margin`): `margin`, the mean margin over the visits (the area under the margin), and `margin_visits`.
+    Per epoch: `plans` (row indices trained, in order; stored compactly, see `emp_hf.core.plan_history`) and
+    `epoch_plan_sizes`.
 
     Args:
         num_rows: rows of the training dataset.
@@ -143,11 +157,13 @@ class PruningState:
         if num_rows <= 0:
             raise ValueError(f"PruningState needs at least one row, got num_rows={num_rows}.")
         names = ALL_TABLES if track is None else frozenset(track) | ALWAYS_TRACKED
-        unknown = names - ALL_TABLES
+        unknown = names - _ALL_SPECS.keys()
         if unknown:
-            raise ValueError(f"Unknown per-row tables {sorted(unknown)}; choose from {sorted(ALL_TABLES)}.")
+            raise ValueError(f"Unknown per-row tables {sorted(unknown)}; choose from {sorted(_ALL_SPECS)}.")
         if "ema_var" in names:
             names |= {"ema_mean"}  # the variance update reads the mean
+        if names & MARGIN_TABLES.keys():
+            names |= MARGIN_TABLES.keys()  # the running mean needs its count
         self.num_rows = num_rows
         self.ema_decay = ema_decay
         self.device = torch.device(device)
@@ -158,14 +174,14 @@ class PruningState:
         self.buffer_rows = buffer_rows
         self.shards: RowShards | None = None  # set with several processes (`shard`): this process's rows only
         self.row_start, self.row_stop = 0, num_rows  # the rows whose statistic tables this process keeps
-        self._tables = {name: self._new_table(name) for name in TABLE_SPECS if name in names & STATISTIC_TABLES}
+        self._tables = {name: self._new_table(name) for name in _ALL_SPECS if name in names and name != "weight"}
         self._weights = LossWeights.ones(num_rows, self.device) if "weight" in names else None
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
         self._plans = PlanHistory(num_rows)
         self._buffer: ObservationBuffer | None = None
 
     def _new_table(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        spec_dtype, value = TABLE_SPECS[name]
+        spec_dtype, value = _ALL_SPECS[name]
         rows = self.row_stop - self.row_start
         return torch.full((rows + 1,), value, dtype=dtype or spec_dtype, device=self.device)
 
@@ -274,11 +290,9 @@ class PruningState:
             return self._gathered([name])[name][:-1]
         if tables is not None and name == "score" and DERIVED_SCORE_TABLE in tables:
             return self.derived_score()
-        if tables is not None and name in TABLE_SPECS:
-            raise AttributeError(
-                f"This pruning state does not keep {name!r}: it tracks {sorted(tables)} (what its strategy's "
-                "`required_tables` declare)."
-            )
+        if tables is not None and name in _ALL_SPECS:
+            why = "pruning_track_margin=True keeps it" if name in MARGIN_TABLES else "its strategy's `required_tables`"
+            raise AttributeError(f"This pruning state does not keep {name!r}: it tracks {sorted(tables)} ({why}).")
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def derived_score(self) -> torch.Tensor:
@@ -308,8 +322,23 @@ class PruningState:
         """Buffered observation slots not yet applied to the tables."""
         return 0 if self._buffer is None else self._buffer.size
 
-    def update(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, epoch: int) -> None:
+    @property
+    def tracks_margin(self) -> bool:
+        """Whether this state keeps the area under the margin (`MARGIN_TABLES`): `update` then takes `margin`."""
+        return "margin" in self._tables
+
+    def update(
+        self,
+        rows: torch.Tensor,
+        loss: torch.Tensor,
+        entropy: torch.Tensor,
+        epoch: int,
+        margin: torch.Tensor | None = None,
+    ) -> None:
         """Record one micro-batch's observations (buffered: three device copies, no host synchronisation).
+
+        `margin` (the logit of each row's label minus its largest other logit) is required by, and only taken by, a
+        state that `tracks_margin`; each visit with finite statistics moves the row's mean margin.
 
         `rows` may contain `-1` (padding) and repeated rows: only the first occurrence of a row that was not
         already visited in `epoch` counts, so the padding and the loop-back duplicates that Accelerate's
@@ -319,6 +348,14 @@ class PruningState:
         k = rows.numel()
         if loss.numel() != k or entropy.numel() != k:
             raise ValueError(f"update got {k} rows but {loss.numel()} losses and {entropy.numel()} entropies.")
+        if (margin is None) == self.tracks_margin:
+            raise ValueError(
+                "This pruning state tracks the margin: pass margin=, one per row."
+                if self.tracks_margin
+                else "update got a margin, but this pruning state keeps no 'margin' table (track={'margin'} keeps it)."
+            )
+        if margin is not None and margin.numel() != k:
+            raise ValueError(f"update got {k} rows but {margin.numel()} margins.")
         if epoch < 0:
             raise ValueError(f"Epochs count from 0, got epoch={epoch}.")
         width = k if self.micro_batch_width is None else self.micro_batch_width
@@ -327,13 +364,14 @@ class PruningState:
         buffer = self._buffer
         if buffer is None or buffer.capacity < width:
             self.flush()
-            buffer = self._buffer = ObservationBuffer(max(self.buffer_rows, width), self.device)
+            channels = 3 if self.tracks_margin else 2
+            buffer = self._buffer = ObservationBuffer(max(self.buffer_rows, width), self.device, channels)
         if buffer.size and (buffer.epoch != epoch or buffer.size + width > buffer.capacity):
             self.flush()
         if width == 0:
             return
         buffer.epoch = epoch
-        buffer.append(rows, loss, entropy, width)
+        buffer.append(rows, loss, entropy, width, margin)
 
     def flush(self) -> None:
         """Apply the buffered observations to the tables (one gather first with several processes)."""
@@ -343,10 +381,12 @@ class PruningState:
         rows, values = buffer.rows[: buffer.size], buffer.values[:, : buffer.size]
         if self.gather is not None:
             rows, values = self.gather(rows, values)
-        self._apply(rows, values[0], values[1], buffer.epoch)
+        self._apply(rows, values[0], values[1], buffer.epoch, values[2] if values.shape[0] > 2 else None)
         buffer.clear()
 
-    def _apply(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, epoch: int) -> None:
+    def _apply(
+        self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, epoch: int, margin: torch.Tensor | None
+    ) -> None:
         """One vectorised update for observations of one epoch, in order (first occurrence wins). Sharded: only
         the rows this process owns; every other row goes to the trash slot, as padding does."""
         self._fit_epoch(epoch)
@@ -378,6 +418,16 @@ class PruningState:
             t["loss"][target] = loss
         if "entropy" in t:
             t["entropy"][target] = entropy
+        if margin is not None:
+            self._apply_margin(torch.where(finite & torch.isfinite(margin), safe_rows, n), margin)
+
+    def _apply_margin(self, target: torch.Tensor, margin: torch.Tensor) -> None:
+        """Move the mean margin of each `target` row (unique apart from the trash slot) by one visit."""
+        mean, visits = self._tables["margin"], self._tables["margin_visits"]
+        count = visits[target] + 1
+        old = mean[target]
+        mean[target] = torch.where(count == 1, margin, old + (margin - old) / count)
+        visits[target] = count
 
     def _fit_epoch(self, epoch: int) -> None:
         """Widen `frequency`/`last_epoch` before `epoch` (or a count up to `epoch + 1`) would overflow them."""

@@ -72,6 +72,15 @@ class PruningArguments(PruningOptions):
             "Trainer's data order follows)."
         },
     )
+    pruning_track_margin: bool = field(
+        default=False,
+        metadata={
+            "help": "Also record each row's area under the margin (AUM, Pleiss et al. 2020): the mean over its "
+            "visits of its label's logit minus the largest other logit. The lowest are the likely mislabelled "
+            "rows (`emp-hf inspect`, `record.top_k(k, by='margin', largest=False)`). Single-label classification "
+            "heads only; 8 more bytes per row."
+        },
+    )
     pruning_index_column: str = field(
         default=INDEX_COLUMN,
         metadata={"help": "Name of the column that carries each example's row index through the batch."},
@@ -191,6 +200,8 @@ class PruningArguments(PruningOptions):
             isinstance(self.pruning_seed, bool) or not isinstance(self.pruning_seed, int)
         ):
             raise invalid_option(self, "pruning_seed", "it must be an integer or None.")
+        if not isinstance(self.pruning_track_margin, bool):
+            raise invalid_option(self, "pruning_track_margin", "it must be True or False.")
         if not isinstance(self.pruning_index_column, str) or not self.pruning_index_column:
             raise invalid_option(self, "pruning_index_column", "it must be a non-empty column name.")
         if self.pruning_num_rows is not None and (

@@ -15,7 +15,8 @@ def step_major(rows: torch.Tensor, values: torch.Tensor, num_processes: int, bat
     (step 0 of every process in process order, then step 1, ...): the order a per-micro-batch gather gives."""
     steps = rows.numel() // (num_processes * batch_size)
     rows = rows.view(num_processes, steps, batch_size).transpose(0, 1).reshape(-1)
-    values = values.view(num_processes, steps, batch_size, 2).transpose(0, 1).reshape(-1, 2)
+    values = values.view(num_processes, steps, batch_size, -1)  # loss, entropy[, margin]
+    values = values.transpose(0, 1).reshape(rows.numel(), -1)
     return rows, values
 
 

@@ -1,4 +1,5 @@
-"""Per-example loss and predictive entropy from a model's logits, one function per kind of head.
+"""Per-example loss and predictive entropy from a model's logits, one function per kind of head (and, for a
+classification head, the margin of area under the margin: `margins`).
 
 Every function returns `(loss, entropy)`, each of shape `[batch]`, in float32, and works on the logits the
 training forward pass already produced (no extra forward). A user-supplied `per_example_loss_func(outputs,
@@ -147,6 +148,48 @@ def token_stats(
     return torch.where(labelled, loss.sum(dim=1) / denominator, nan), torch.where(
         labelled, entropy.sum(dim=1) / denominator, nan
     )
+
+
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The margin of area under the margin (AUM; Pleiss et al., NeurIPS'20, as their `aum` package computes it): the
+    logit of each example's assigned label minus its largest other logit, float32 `[batch]`.
+
+    `logits` is `[batch, C]` (C >= 2), `labels` `[batch]` class ids; an example labelled `-100` gets NaN (no
+    visit for the margin). Label smoothing does not enter: the margin is of the logits, whatever the loss.
+    """
+    logits = logits.detach().float()
+    labels = labels.reshape(-1)
+    index = labels.clamp_min(0).unsqueeze(-1)
+    assigned = logits.gather(-1, index).squeeze(-1)
+    largest_other = logits.scatter(-1, index, float("-inf")).amax(dim=-1)
+    return (assigned - largest_other).masked_fill(labels == IGNORE_INDEX, float("nan"))
+
+
+def margin_unavailable(task: Task | None, problem_type: str | None, num_labels: int | None) -> str | None:
+    """Why a head of `task` (None: a head emp_hf does not know) gives no per-row margin, or None if it gives one:
+    only single-label classification heads (one assigned label among two or more classes) do."""
+    if task is None:
+        return "emp_hf does not know this model's head, so it has no logits to take a margin of"
+    if task != "sequence":
+        return "a token-level head (causal, masked or seq2seq LM, token classification) has no single label per row"
+    if problem_type == "regression" or num_labels == 1:
+        return "a regression head has no classes"
+    if problem_type == "multi_label_classification":
+        return "a multi-label head has no single assigned label"
+    return None
+
+
+def per_example_margin(outputs: Any, labels: torch.Tensor, problem_type: str | None = None) -> torch.Tensor:
+    """`margins` of a sequence classification output (`[batch]`); a batch that is not single-label (float or
+    multi-dimensional labels, one logit) is refused with a `ValueError` (shapes and dtypes only: no host sync)."""
+    logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
+    single_label = problem_type in (None, "single_label_classification") and labels.dtype in (torch.long, torch.int)
+    if logits is None or logits.shape[-1] < 2 or not single_label or labels.numel() != logits.shape[0]:
+        raise ValueError(
+            "pruning_track_margin=True needs single-label classification batches (integer labels, one per row, and "
+            "two or more logits): this batch has none. Set pruning_track_margin=False."
+        )
+    return margins(logits.reshape(labels.numel(), -1), labels)
 
 
 def labelled_rows(labels: torch.Tensor, task: Task) -> torch.Tensor:

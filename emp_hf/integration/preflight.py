@@ -18,7 +18,7 @@ from transformers.utils import find_labels
 from ..core.schedule import EpochSchedule, StepCounter
 from ..strategies import StrategyTraits
 from .config import INDEX_COLUMN, PruningArguments
-from .losses import unwrap_peft
+from .losses import Task, margin_unavailable, unwrap_peft
 
 
 @contextlib.contextmanager
@@ -52,6 +52,23 @@ def check_index_column(model: Any, args: PruningArguments) -> None:
         raise ValueError(
             f"EMPConfig.pruning_index_column={column!r} names a model input; the row index is removed from "
             f"each batch before the forward pass. Choose a free column name (default {INDEX_COLUMN!r})."
+        )
+
+
+def check_margin_tracking(args: PruningArguments, model: Any, task: Task | None, user_loss: bool) -> None:
+    """With `pruning_track_margin`, refuse a run whose rows have no margin: a user `per_example_loss_func` (it
+    returns losses, not logits), or a head that is not single-label classification (`losses.margin_unavailable`)."""
+    if not args.pruning_track_margin or model is None:
+        return
+    config = getattr(unwrap_peft(model), "config", None)
+    if user_loss:
+        reason = "a per_example_loss_func returns losses, not the logits a margin is taken of"
+    else:
+        reason = margin_unavailable(task, getattr(config, "problem_type", None), getattr(config, "num_labels", None))
+    if reason is not None:
+        raise ValueError(
+            f"{type(args).__name__}.pruning_track_margin=True needs a single-label classification head, but "
+            f"{reason} ({type(unwrap_peft(model)).__name__}). Set pruning_track_margin=False."
         )
 
 

@@ -23,7 +23,7 @@ from transformers.utils import logging
 from ..core.budget import StepBudget
 from ..core.sampler import EpochPlanner, PruningSampler
 from ..core.schedule import EpochSchedule, StepCounter
-from ..core.tracker import PruningState
+from ..core.tracker import MARGIN_TABLES, PruningState
 from ..strategies import build_strategy
 from ..strategies.base import option_defaults
 from .checkpoint import latest_complete_checkpoint, load_pruning_state, save_pruning_state
@@ -37,6 +37,7 @@ from .losses import (
     infer_task,
     label_counts,
     model_name_of,
+    per_example_margin,
     per_example_stats,
     unwrap_peft,
 )
@@ -44,6 +45,7 @@ from .preflight import (
     check_accelerator,
     check_drop_last,
     check_index_column,
+    check_margin_tracking,
     check_output_dir_writable,
     check_sampling_strategy,
     preserved_random_states,
@@ -124,6 +126,7 @@ class PruningMixin(TrainerLoopHooks):
         self._task: Task | None = None
         self._problem_type: str | None = None
         self._resolve_head()
+        check_margin_tracking(self.args, self.model, self._task, per_example_loss_func is not None)
         if strategy.traits.uses_weights:
             if per_example_loss_func is not None:
                 self.loss_is_scaled_for_ga = False  # the reweighted user loss is a per-batch mean
@@ -196,13 +199,14 @@ class PruningMixin(TrainerLoopHooks):
     def _new_pruning_state(self) -> PruningState | None:
         if not self._tracks_rows:
             return None
+        args = self.args
         state = PruningState(
             dataset_rows(self.train_dataset),
-            ema_decay=self.args.ema_decay,
-            device=self.args.device,
-            track=self.strategy.traits.required_tables,
+            ema_decay=args.ema_decay,
+            device=args.device,
+            track=self.strategy.traits.required_tables
+            | (MARGIN_TABLES.keys() if args.pruning_track_margin else set()),
         )
-        args = self.args
         if self._source_rows is not None:
             state.metadata["source_dataset"] = self._source_rows
         state.metadata.update(
@@ -215,6 +219,8 @@ class PruningMixin(TrainerLoopHooks):
             ema_decay=args.ema_decay,
             **asdict(self.strategy.options),
         )
+        if args.pruning_track_margin:  # only when on: checkpoints of runs without it resume as before
+            state.metadata["pruning_track_margin"] = True
         return state
 
     def _load_pruning_state(self, checkpoint: str) -> None:
@@ -252,6 +258,7 @@ class PruningMixin(TrainerLoopHooks):
         ensure_trainer_internals(type(self))
         self._index_train_dataset()
         self._resolve_head()
+        check_margin_tracking(self.args, self.model, self._task, self.per_example_loss_func is not None)
         if self.args.should_save or self.is_world_process_zero():
             check_output_dir_writable(self.args.output_dir)
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
@@ -591,7 +598,7 @@ class PruningMixin(TrainerLoopHooks):
             return
         with torch.no_grad():
             loss, entropy = self._per_example(outputs, batch.labels)
-        self._observe(batch.rows, loss.detach(), entropy.detach())
+        self._observe(batch.rows, loss.detach(), entropy.detach(), self._margin(outputs, batch.labels))
         batch.observed = True
 
     def compute_loss(
@@ -612,7 +619,8 @@ class PruningMixin(TrainerLoopHooks):
         example_loss, entropy = self._per_example(batch.outputs, batch.labels)
         weight = self.pruning_state.loss_weight(batch.rows).to(example_loss.device)
         loss = self._weighted_loss(weight, example_loss, batch.labels, trainer_loss)
-        self._observe(batch.rows, example_loss.detach(), entropy.detach())
+        margin = self._margin(batch.outputs, batch.labels)
+        self._observe(batch.rows, example_loss.detach(), entropy.detach(), margin)
         batch.observed, batch.outputs = True, None
         return (loss, outputs) if return_outputs else loss
 
@@ -691,7 +699,15 @@ class PruningMixin(TrainerLoopHooks):
             entropy = torch.zeros_like(loss.detach())
         return loss, entropy
 
-    def _observe(self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor) -> None:
+    def _margin(self, outputs: Any, labels: Any) -> torch.Tensor | None:
+        """Each example's margin (`losses.margins`) when the state tracks it (`pruning_track_margin`), else None."""
+        if not self.pruning_state.tracks_margin:
+            return None
+        return per_example_margin(outputs, labels, self._problem_type)
+
+    def _observe(
+        self, rows: torch.Tensor, loss: torch.Tensor, entropy: torch.Tensor, margin: torch.Tensor | None = None
+    ) -> None:
         """Buffer one micro-batch's observations: a few device copies, no host sync, one gather per flush."""
         if loss.shape != rows.shape or entropy.shape != rows.shape:  # shapes only: no synchronisation
             raise ValueError(
@@ -700,7 +716,7 @@ class PruningMixin(TrainerLoopHooks):
                 "packed rows) must be split back into examples (see docs/api.md)."
             )
         attach_process_group(self.pruning_state, self.accelerator, self._train_batch_size)
-        self.pruning_state.update(rows, loss, entropy, self._epoch)
+        self.pruning_state.update(rows, loss, entropy, self._epoch, margin)
 
     # ------------------------------------------------------------------ checkpoints and logging
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:

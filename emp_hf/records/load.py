@@ -52,13 +52,15 @@ def select_rows(
     epoch: int | None = None,
     top_k: int | None = None,
     by: str | Sequence[str] = "score",
+    largest: bool = True,
     check: bool = True,
 ) -> Any:
     """The rows of `dataset` chosen by a pruning record.
 
     Pass exactly one of `epoch` (that epoch's plan, in training order; negative counts from the end) or
-    `top_k` (a static coreset: the `top_k` rows with the largest `by`, best first; see
-    `PruningRecord.top_k`). `record` may also be a `PruningState`, a directory or a Hub repo id. For a run whose
+    `top_k` (a static coreset: the `top_k` rows with the largest `by`, or the smallest with `largest=False`, best
+    first; see `PruningRecord.top_k`; `by="margin", largest=False`: the likely mislabelled rows of a run with
+    `pruning_track_margin=True`). `record` may also be a `PruningState`, a directory or a Hub repo id. For a run whose
     trainer derived its rows from the dataset it was given (TRL's `SFTTrainer` tokenizes and filters it), pass
     that dataset: the record maps each training row back to it. Returns
     `dataset.select(...)` for a `datasets.Dataset`, else a `torch.utils.data.Subset`. With `check=True` a
@@ -70,7 +72,7 @@ def select_rows(
         record = load_pruning_record(record)
     if (epoch is None) == (top_k is None):
         raise ValueError("Pass exactly one of epoch= (an epoch's plan) or top_k= (a static coreset).")
-    indices = record.plan(epoch) if epoch is not None else record.top_k(top_k, by=by)
+    indices = record.plan(epoch) if epoch is not None else record.top_k(top_k, by=by, largest=largest)
     mapping = source_rows(dataset, record)
     if mapping is not None:  # the user's dataset the trainer's rows came from (TRL): map them back
         indices = [mapping[i] for i in indices]

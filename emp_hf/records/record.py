@@ -60,6 +60,8 @@ PRUNING_ARG_FIELDS = (
 )
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 QUANTILE_LABELS = ("min", "p10", "p25", "p50", "p75", "p90", "max")
+#: How many likely mislabelled rows the summary (`emp-hf inspect`) names.
+LIKELY_MISLABELLED_ROWS = 10
 
 
 def score_definition(method: str | None, options: Mapping[str, Any] | None = None, *, derived: bool = False) -> str:
@@ -126,7 +128,9 @@ class PruningRecord:
         rows: one row per training example, ordered by `row_index`: `row_index`, `frequency` (times
             trained), `score` (what the strategy ranked by at the last plan), `loss`, `entropy` (last
             observed), `ema_mean`, `last_epoch` (last epoch trained, -1 if never) and `kept_epochs` (the
-            epochs whose plan contained the row).
+            epochs whose plan contained the row); with `pruning_track_margin`, `margin`: the area under the
+            margin (the mean over the row's visits of its label's logit minus the largest other logit; the lowest
+            are the likely mislabelled rows).
         plans: one row per epoch: `epoch`, `rows` (row indices in training order), `size`, `kept_fraction`.
         metadata: method, options, prune ratio, realised saving, model, dataset identity, `emp_hf` version
             (what `pruning_record.json` holds).
@@ -180,6 +184,7 @@ class PruningRecord:
         row_of_visit, epoch_of_visit = np.nonzero(kept.T)  # row-major: by row, then by epoch
         kept_offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(row_of_visit, minlength=n), out=kept_offsets[1:])
+        margin = {"margin": pa.array(tables["margin"].numpy().astype(np.float32))} if "margin" in tables else {}
         rows_table = pa.table(
             {
                 "row_index": pa.array(np.arange(n, dtype=np.int64)),
@@ -192,6 +197,7 @@ class PruningRecord:
                 "kept_epochs": pa.ListArray.from_arrays(
                     pa.array(kept_offsets), pa.array(epoch_of_visit.astype(np.int32))
                 ),
+                **margin,
             }
         )
         sizes = [len(p) for p in plans]
@@ -285,7 +291,7 @@ class PruningRecord:
     def top_k(self, k: int, by: str | Sequence[str] = "score", largest: bool = True) -> list[int]:
         """The `k` row indices with the largest (or smallest) `by`, best first.
 
-        `by` is a `rows` column (`score`, `frequency`, `loss`, `entropy`, `ema_mean`, ...) or several, the
+        `by` is a `rows` column (`score`, `frequency`, `loss`, `entropy`, `ema_mean`, `margin`, ...) or several, the
         first deciding and the next breaking ties; rows whose value is NaN come last; remaining ties go to the
         lower row index. A column with no value at all (every row NaN) is refused with a `ValueError`: the rows
         would come out in index order, ranked by nothing. `score` is `metadata["score_definition"]`.
@@ -296,7 +302,10 @@ class PruningRecord:
         unknown = [name for name in keys if name not in self.rows.column_names or name == "kept_epochs"]
         if not keys or unknown:
             allowed = [c for c in self.rows.column_names if c not in ("kept_epochs", "row_index")]
-            raise ValueError(f"Cannot rank rows by {unknown or by!r}: choose from {allowed}.")
+            hint = (
+                " (a record has 'margin' when trained with pruning_track_margin=True)" if "margin" in unknown else ""
+            )
+            raise ValueError(f"Cannot rank rows by {unknown or by!r}: choose from {allowed}{hint}.")
         if not np.isfinite(self.column(keys[0]).astype(np.float64)).any():
             filled = [
                 c
@@ -626,8 +635,22 @@ def summarize_pruning_record(record: PruningRecord) -> dict[str, Any]:
         "never_revisited_after_warmup": int((~kept[pruned].any(axis=0)).sum()) if pruned else None,
         "in_every_epoch": int(kept.all(axis=0).sum()) if record.num_epochs else 0,
         "nonfinite_losses": record.metadata.get("nonfinite_losses"),
+        "likely_mislabelled": likely_mislabelled(record),
         "emp_hf_version": record.metadata.get("emp_hf_version"),
     }
+
+
+def likely_mislabelled(record: PruningRecord, k: int = LIKELY_MISLABELLED_ROWS) -> dict[str, Any] | None:
+    """The `k` rows most likely mislabelled, most likely first: `{"statistic", "rows"}`, by the lowest area under
+    the margin when the record has it (`pruning_track_margin`), else by the largest last loss; None when the record
+    has neither (a run that recorded visits only)."""
+    for statistic, largest in (("margin", False), ("loss", True)):
+        if statistic not in record.rows.column_names:
+            continue
+        observed = int(np.isfinite(record.column(statistic).astype(np.float64)).sum())
+        if observed:
+            return {"statistic": statistic, "rows": record.top_k(min(k, observed), by=statistic, largest=largest)}
+    return None
 
 
 def build_card(metadata: Mapping[str, Any], plots: Sequence[str] = ()) -> DatasetCard:
@@ -697,6 +720,14 @@ def build_card(metadata: Mapping[str, Any], plots: Sequence[str] = ()) -> Datase
         "  (epochs trained), `score` (what the method ranked by at its last decision), `loss` and",
         "  `entropy` (last observed), `ema_mean`, `last_epoch`, `kept_epochs` (the epochs whose plan",
         "  contained the row).",
+        *(
+            [
+                "  `margin`: the area under the margin (the mean over the row's visits of its label's logit minus",
+                "  the largest other logit); the lowest are the likely mislabelled rows.",
+            ]
+            if (metadata.get("options") or {}).get("pruning_track_margin")
+            else []
+        ),
         f"- `{PLANS_FILE}` (config `plans`): one row per epoch: `epoch`, `rows` (row indices in training",
         "  order), `size`, `kept_fraction`.",
         f"- `{RECORD_FILE}`: the metadata above.",

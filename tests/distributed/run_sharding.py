@@ -43,7 +43,7 @@ N = 1003  # no world size divides it
 BATCH = 8
 EPOCHS = 4
 STOP_EPOCH, STOP_BATCHES = 1, 24  # a multiple of every world size tested (1, 2, 4)
-METHODS = sorted(set(STRATEGIES) - {"none"})
+METHODS = [*sorted(set(STRATEGIES) - {"none"}), "emp+margin"]  # "+margin": with the area under the margin
 
 
 def observations(rows: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +53,11 @@ def observations(rows: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Te
     entropy = ((x * 0.4142 + epoch * 0.11) % 1.0).float()
     loss[(rows % 97 == 5) & (epoch == 2)] = float("nan")
     return loss, entropy
+
+
+def margins(rows: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Per-row margins that depend on the row and the epoch, in [-2, 2)."""
+    return ((rows.double() * 0.7071 + epoch * 0.23) % 1.0 * 4.0 - 2.0).float()
 
 
 def global_batches(plan: torch.Tensor, world: int) -> list[torch.Tensor]:
@@ -80,11 +85,17 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def run_method(method: str, acc: Accelerator, opts: argparse.Namespace) -> dict:
     rank, world = acc.process_index, acc.num_processes
+    name, _, extra = method.partition("+")
     options = PruningOptions(prune_ratio=0.5)
     schedule = EpochSchedule(num_rows=N, num_epochs=EPOCHS, prune_ratio=0.5, warmup_epochs=1)
-    strategy, ref_strategy = build_strategy(method, options), build_strategy(method, options)
-    state = PruningState(N, track=strategy.traits.required_tables, buffer_rows=4 * BATCH)
-    reference = PruningState(N, track=strategy.traits.required_tables)
+    strategy, ref_strategy = build_strategy(name, options), build_strategy(name, options)
+    track = strategy.traits.required_tables | ({"margin"} if extra == "margin" else set())
+    state = PruningState(N, track=track, buffer_rows=4 * BATCH)
+    reference = PruningState(N, track=track)
+
+    def margin(rows: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        return margins(rows, epoch) if extra == "margin" else None
+
     start_epoch, skip = 0, 0
     if opts.resume:
         directory = os.path.join(opts.resume, method)
@@ -101,9 +112,10 @@ def run_method(method: str, acc: Accelerator, opts: argparse.Namespace) -> dict:
         first = skip if epoch == start_epoch else 0
         for g in range(first, len(batches)):
             if g % world == rank:
-                state.update(batches[g], *observations(batches[g], epoch), epoch)
+                state.update(batches[g], *observations(batches[g], epoch), epoch, margin(batches[g], epoch))
             if g < len(ref_batches):  # the one-process run trains its own plan
-                reference.update(ref_batches[g], *observations(ref_batches[g], epoch), epoch)
+                batch = ref_batches[g]
+                reference.update(batch, *observations(batch, epoch), epoch, margin(batch, epoch))
             if opts.save_dir and epoch == STOP_EPOCH and g + 1 == STOP_BATCHES:
                 with state.whole():  # on every process; the main one writes every row's state
                     if acc.is_main_process:
