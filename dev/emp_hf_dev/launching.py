@@ -59,3 +59,15 @@ def run_processes(cmd: list[str], *, timeout: float, what: str) -> tuple[int, st
         out, _ = proc.communicate()
         pytest.fail(f"{what} did not finish within {timeout}s (hang?):\n{out[-4000:]}")
     return proc.returncode, out
+
+
+def end_process_group() -> None:
+    """End a launched process cleanly: wait for every process, then destroy the default process group (if any).
+
+    Left to interpreter exit, gloo's threads are sometimes torn down while still joinable and the process aborts
+    ("terminate called without an active exception", SIGABRT) after its work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -12,6 +12,7 @@ from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer  # noqa: E402
 from emp_hf_dev.fixtures import make_bert, make_text_dataset  # noqa: E402
+from emp_hf_dev.launching import end_process_group
 
 
 def main(output_dir: str) -> None:
@@ -31,3 +32,4 @@ def main(output_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    end_process_group()

@@ -38,6 +38,7 @@ from transformers import BertConfig, BertForSequenceClassification, PrinterCallb
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from emp_hf import EMPConfig, EMPTrainer, PruningState  # noqa: E402
+from emp_hf_dev.launching import end_process_group
 
 METHODS = ("none", "random", "epsilon_greedy", "ucb", "infobatch", "emp")
 VOCAB = 100
@@ -262,4 +263,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    end_process_group()
+    sys.exit(code)

@@ -38,6 +38,7 @@ from emp_hf.core.tracker import PruningState
 from emp_hf.integration.checkpoint import load_pruning_state, save_pruning_state
 from emp_hf.integration.distributed import attach_process_group, shard_across_processes
 from emp_hf.strategies import STRATEGIES, PruningOptions, build_strategy
+from emp_hf_dev.launching import end_process_group
 
 N = 1003  # no world size divides it
 BATCH = 8
@@ -169,4 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    end_process_group()
+    sys.exit(code)

@@ -29,6 +29,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from emp_hf import EMPConfig  # noqa: E402
 from emp_hf.integration.config import INDEX_COLUMN  # noqa: E402
+from emp_hf_dev.launching import end_process_group
 
 
 class TorchStream(torch.utils.data.IterableDataset):
@@ -129,4 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    end_process_group()
+    sys.exit(code)
